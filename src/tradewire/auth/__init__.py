@@ -1,0 +1,1 @@
+"""Authentication: JWT verification, permission levels, the users file."""

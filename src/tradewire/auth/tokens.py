@@ -1,0 +1,155 @@
+"""JWT verification and minting (DESIGN §4).
+
+HS256 with a shared secret by default; RS256/ES256 verify with a public key (and mint only when a
+private key is configured). ``exp`` is required; ``iss``/``aud`` are checked when configured. The
+accepted algorithm list holds exactly the configured algorithm, so ``alg: none`` and algorithm
+confusion (an RS256 public key used as an HS256 secret) are rejected by PyJWT itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from jwt.types import Options
+
+from tradewire.auth.permissions import Level, Permission, permissions_for
+from tradewire.config import JwtAlgorithm, Settings, resolve_jwt_secret
+from tradewire.errors import AuthError, ConfigError
+from tradewire.protocol.codes import ErrorCode
+
+LEEWAY_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user as seen by handlers."""
+
+    user_id: str
+    level: Level
+    permissions: frozenset[Permission]
+    expires_at: float  # epoch seconds (the token's ``exp``)
+
+    def has(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+class AuthHandler:
+    """Verifies and mints JWTs for one configuration."""
+
+    def __init__(
+        self,
+        algorithm: JwtAlgorithm,
+        verify_key: Any,
+        signing_key: Any | None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        token_ttl: int = 3600,
+    ) -> None:
+        self.algorithm = algorithm
+        self._verify_key = verify_key
+        self._signing_key = signing_key
+        self._issuer = issuer
+        self._audience = audience
+        self.token_ttl = token_ttl
+        self.secret_generated = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, jwt_secret: str | None = None) -> AuthHandler:
+        """Build from settings; ``jwt_secret`` (the seed's constructor argument) wins over settings."""
+        if settings.jwt_algorithm is JwtAlgorithm.HS256:
+            if jwt_secret is not None:
+                secret: bytes | None = jwt_secret.encode()
+                generated = False
+            else:
+                secret, generated = resolve_jwt_secret(settings)
+            handler = cls(
+                settings.jwt_algorithm,
+                secret,
+                secret,
+                settings.jwt_issuer,
+                settings.jwt_audience,
+                settings.token_ttl,
+            )
+            handler.secret_generated = generated
+            return handler
+        if settings.jwt_public_key_file is None:
+            raise ConfigError(f"{settings.jwt_algorithm} requires TRADEWIRE_JWT_PUBLIC_KEY_FILE")
+        private = _read_optional(settings.jwt_private_key_file)
+        return cls(
+            settings.jwt_algorithm,
+            settings.jwt_public_key_file.read_bytes(),
+            private,
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            settings.token_ttl,
+        )
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; :class:`AuthError` otherwise (never the raw PyJWT text)."""
+        options: Options = {"require": ["exp", "sub"], "verify_aud": self._audience is not None}
+        try:
+            claims = jwt.decode(
+                token,
+                self._verify_key,
+                algorithms=[self.algorithm.value],
+                issuer=self._issuer,
+                audience=self._audience,
+                options=options,
+                leeway=LEEWAY_SECONDS,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError(ErrorCode.TOKEN_EXPIRED, "token has expired") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(ErrorCode.INVALID_TOKEN, f"token lacks the '{exc.claim}' claim") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(ErrorCode.INVALID_TOKEN, _reason(exc)) from exc
+        return _principal(claims)
+
+    def mint(self, user_id: str, level: Level, ttl: int | None = None) -> tuple[str, float]:
+        """A signed token for ``user_id`` and its expiry (epoch seconds)."""
+        if self._signing_key is None:
+            raise ConfigError("no signing key configured (set TRADEWIRE_JWT_PRIVATE_KEY_FILE)")
+        now = int(time.time())
+        exp = now + (ttl if ttl is not None else self.token_ttl)
+        claims: dict[str, Any] = {"sub": user_id, "level": level.value, "iat": now, "exp": exp}
+        if self._issuer:
+            claims["iss"] = self._issuer
+        if self._audience:
+            claims["aud"] = self._audience
+        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm.value), float(exp)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    user_id = claims.get("sub")
+    if not isinstance(user_id, str) or not user_id or len(user_id) > 128:
+        raise AuthError(ErrorCode.INVALID_TOKEN, "token 'sub' must be a non-empty string")
+    try:
+        level = Level(claims.get("level", Level.BASIC.value))
+    except ValueError as exc:
+        raise AuthError(ErrorCode.INVALID_TOKEN, "token 'level' is not a known level") from exc
+    return Principal(user_id, level, permissions_for(level), float(claims["exp"]))
+
+
+def _reason(exc: jwt.InvalidTokenError) -> str:
+    """A short, fixed description per failure class: no library text reaches the client."""
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "token signature is invalid"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "token algorithm is not accepted"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "token audience is not accepted"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "token issuer is not accepted"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token is not yet valid"
+    if isinstance(exc, jwt.DecodeError):
+        return "token is malformed"
+    return "token is invalid"
+
+
+def _read_optional(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None

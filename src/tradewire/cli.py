@@ -1,0 +1,111 @@
+"""``tradewire`` command line: ``serve``, ``token``, ``users add``.
+
+``serve`` takes one flag per :class:`~tradewire.config.Settings` field (``--ws-port``,
+``--jwt-secret``, ...), generated from the model so flags, environment names and TOML keys cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from tradewire.auth.permissions import Level
+from tradewire.auth.tokens import AuthHandler
+from tradewire.auth.users import UserStore
+from tradewire.config import Settings
+from tradewire.errors import ConfigError
+from tradewire.logs import configure_logging
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML file with settings (TRADEWIRE_CONFIG_FILE)")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=f"setting_{name}", default=None, help=field.description or name)
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {
+        key.removeprefix("setting_"): value
+        for key, value in vars(args).items()
+        if key.startswith("setting_") and value is not None
+    }
+    return Settings.load(getattr(args, "config", None), **overrides)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    configure_logging(settings.log_format, settings.log_level)
+    from tradewire.runner import serve
+
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    except ImportError:
+        asyncio.run(serve(settings))
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    token, _ = AuthHandler.from_settings(settings).mint(args.user, Level(args.level), args.ttl)
+    sys.stdout.write(token + "\n")
+    return 0
+
+
+def _cmd_users_add(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass()
+    UserStore(settings.users_path).add(args.name, password, Level(args.level))
+    sys.stderr.write(f"user {args.name!r} ({args.level}) written to {settings.users_path}\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tradewire", description="Real-time gateway for trading systems")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the WebSocket and HTTP servers")
+    _add_settings_flags(serve)
+    serve.set_defaults(func=_cmd_serve)
+
+    levels = [level.value for level in Level]
+    token = commands.add_parser("token", help="print a JWT signed with the configured key")
+    token.add_argument("--user", required=True)
+    token.add_argument("--level", choices=levels, default=Level.BASIC.value)
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    _add_settings_flags(token)
+    token.set_defaults(func=_cmd_token)
+
+    users = commands.add_parser("users", help="manage the users file")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    add = users_commands.add_parser("add", help="create or replace a user (password hashed with argon2id)")
+    add.add_argument("name")
+    add.add_argument("--level", choices=levels, default=Level.BASIC.value)
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    _add_settings_flags(add)
+    add.set_defaults(func=_cmd_users_add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, ValidationError) as exc:
+        sys.stderr.write(f"tradewire: configuration error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""One ``Settings`` object for the whole server.
+
+Sources, highest priority first: explicit keyword arguments (``tradewire serve`` flags), the
+environment (``TRADEWIRE_*``), an optional TOML file (``--config`` / ``TRADEWIRE_CONFIG_FILE``),
+then the defaults below (the seed's limits). Flag names are the field names with dashes:
+``ws_port`` ↔ ``--ws-port`` ↔ ``TRADEWIRE_WS_PORT``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from tradewire.errors import ConfigError
+
+_config_file: ContextVar[Path | None] = ContextVar("tradewire_config_file", default=None)
+
+MIN_SECRET_BYTES = 32
+DEV_SECRET_FILE = ".jwt-dev-secret"
+
+
+class Mode(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class JwtAlgorithm(StrEnum):
+    HS256 = "HS256"
+    RS256 = "RS256"
+    ES256 = "ES256"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """All configuration of a tradewire process (see docs/CONFIGURATION in the README)."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADEWIRE_", extra="forbid", validate_default=True)
+
+    # Network
+    host: str = "127.0.0.1"
+    ws_port: int = Field(8765, ge=0, le=65535)
+    http_port: int = Field(8080, ge=0, le=65535)
+    ws_path: str = "/ws"
+    mode: Mode = Mode.DEV
+
+    # Authentication
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: JwtAlgorithm = JwtAlgorithm.HS256
+    jwt_public_key_file: Path | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    token_ttl: int = Field(3600, gt=0)
+    token_expiry_grace: float = Field(30.0, ge=0)
+    users_file: Path | None = None
+
+    # Storage / cluster
+    data_dir: Path = Path("data")
+    redis_url: str = ""
+
+    # Limits (DESIGN §3.7)
+    max_connections: int = Field(1000, ge=1)
+    max_connections_per_user: int = Field(5, ge=1)
+    heartbeat_interval: float = Field(30.0, gt=0)
+    ping_interval: float = Field(20.0, gt=0)
+    max_message_size: int = Field(64 * 1024, ge=256)
+    outbound_queue_bytes: int = Field(1024 * 1024, ge=4096)
+    rate_limit_per_minute: float = Field(100.0, gt=0)
+    rate_limit_burst: int = Field(20, ge=1)
+    rate_limit_strikes: int = Field(50, ge=1)
+    max_inflight_requests: int = Field(4, ge=1)
+    allowed_origins: CommaList = []
+    trusted_proxies: CommaList = []
+
+    # Logging
+    log_format: LogFormat = LogFormat.CONSOLE
+    log_level: str = "info"
+
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = _config_file.get()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from flags (``overrides``), environment and an optional TOML file."""
+        toml_file = config_file or _env_config_file()
+        if toml_file is not None and not toml_file.is_file():
+            raise ConfigError(f"config file not found: {toml_file}")
+        token = _config_file.set(toml_file)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+    @property
+    def users_path(self) -> Path:
+        return self.users_file or self.data_dir / "users.json"
+
+
+def _env_config_file() -> Path | None:
+    value = os.environ.get("TRADEWIRE_CONFIG_FILE")
+    return Path(value) if value else None
+
+
+def resolve_jwt_secret(settings: Settings) -> tuple[bytes | None, bool]:
+    """The HMAC secret to use, and whether it was generated for dev mode.
+
+    Production refuses to start without a secret of at least 32 bytes. Dev mode without a secret
+    generates one and keeps it in ``data_dir/.jwt-dev-secret`` (mode 0600), so that ``tradewire
+    token`` and a restarted server agree on it.
+    """
+    if settings.jwt_algorithm is not JwtAlgorithm.HS256:
+        return None, False
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value().encode()
+        if len(secret) < MIN_SECRET_BYTES and settings.mode is Mode.PRODUCTION:
+            raise ConfigError(f"TRADEWIRE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
+        return secret, False
+    if settings.mode is Mode.PRODUCTION:
+        raise ConfigError("production mode requires TRADEWIRE_JWT_SECRET (at least 32 bytes)")
+    path = settings.data_dir / DEV_SECRET_FILE
+    if path.is_file():
+        return path.read_bytes().strip(), True
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48).encode()
+    path.touch(mode=0o600)
+    path.write_bytes(secret)
+    return secret, True

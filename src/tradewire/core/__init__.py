@@ -1,0 +1,1 @@
+"""Transport-agnostic core: connections, limits, routing and the connection lifecycle."""

@@ -1,0 +1,170 @@
+"""Connection lifecycle: accept → create → welcome → message loop → cleanup (DESIGN §2).
+
+Transports call :meth:`ConnectionLifecycle.open` when a socket is upgraded, :meth:`receive` for
+each complete inbound message, :meth:`touch` for control frames, and :meth:`closed` when the
+socket is gone. The keepalive loop pings quiet clients every ``ping_interval`` and closes with
+4000 any client that sent nothing at all (no message, no pong) for 3 × ``heartbeat_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from tradewire._version import PROTOCOL_VERSION
+from tradewire.clock import Clock
+from tradewire.core.client_utils import ClientInfo
+from tradewire.core.connection import Connection, Outbound
+from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.limits import TokenBucket
+from tradewire.core.router import MessageRouter
+from tradewire.metrics import ServerMetrics
+from tradewire.protocol.codes import CloseCode
+
+IDLE_FACTOR = 3
+MIN_SWEEP_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Per-connection limits (DESIGN §3.7)."""
+
+    heartbeat_interval: float = 30.0
+    ping_interval: float = 20.0
+    outbound_queue_bytes: int = 1024 * 1024
+    rate_per_minute: float = 100.0
+    rate_burst: int = 20
+    rate_strikes: int = 50
+
+    @property
+    def idle_timeout(self) -> float:
+        return IDLE_FACTOR * self.heartbeat_interval
+
+    @property
+    def sweep_interval(self) -> float:
+        return max(MIN_SWEEP_SECONDS, min(self.heartbeat_interval, self.ping_interval) / 4)
+
+
+class ConnectionLifecycle:
+    """Creates, welcomes, keeps alive and cleans up connections for any transport."""
+
+    def __init__(
+        self,
+        connections: ConnectionManager,
+        router: MessageRouter,
+        metrics: ServerMetrics,
+        clock: Clock,
+        limits: ConnectionLimits,
+        features: Callable[[], list[str]],
+    ) -> None:
+        self._connections = connections
+        self._router = router
+        self._metrics = metrics
+        self._clock = clock
+        self.limits = limits
+        self._features = features
+        self._log = structlog.get_logger("tradewire.lifecycle")
+
+    # ------------------------------------------------------------------ transport callbacks
+    def open(self, outbound: Outbound, info: ClientInfo) -> Connection | None:
+        """Register a new connection and send its welcome; None (after closing 1013) if full."""
+        if self._connections.full:
+            self._metrics.rejected["capacity"] += 1
+            self._metrics.closes[CloseCode.TRY_AGAIN_LATER] += 1
+            outbound.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
+            self._log.warning("connection.rejected", reason="capacity", address=info.address)
+            return None
+        conn = self._create(outbound, info)
+        self._connections.add(conn)
+        conn.send(orjson.dumps(self._welcome(conn)))
+        self._log.info("connection.opened", client_id=conn.client_id, address=info.address)
+        return conn
+
+    def reject(self, reason: str) -> None:
+        """Count and log an upgrade refused by the transport (bad origin, ...)."""
+        self._metrics.rejected[reason] += 1
+        self._log.warning("connection.rejected", reason=reason)
+
+    def receive(self, conn: Connection, data: bytes) -> None:
+        """One complete inbound text message."""
+        conn.last_seen = self._clock.monotonic()
+        self._router.handle(conn, data)
+
+    def touch(self, conn: Connection) -> None:
+        """A control frame (ping/pong) arrived: the client is alive."""
+        conn.last_seen = self._clock.monotonic()
+
+    def closed(self, conn: Connection) -> None:
+        """The transport is gone; release everything the connection held."""
+        conn.mark_closed()
+        if self._connections.remove(conn):
+            self._log.info(
+                "connection.closed",
+                client_id=conn.client_id,
+                code=conn.close_code,
+                seconds=round(self._clock.monotonic() - conn.opened_at, 3),
+            )
+
+    # ------------------------------------------------------------------ keepalive and shutdown
+    def sweep(self) -> None:
+        """Ping quiet connections and close dead ones (one pass)."""
+        now = self._clock.monotonic()
+        idle_timeout = self.limits.idle_timeout
+        ping_interval = self.limits.ping_interval
+        for conn in self._connections:
+            idle = now - conn.last_seen
+            if idle >= idle_timeout:
+                self._log.info("connection.idle_timeout", client_id=conn.client_id, idle=round(idle, 3))
+                conn.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
+            elif idle >= ping_interval and now - conn.pinged_at >= ping_interval:
+                conn.ping(now)
+
+    async def run_keepalive(self) -> None:
+        """Sweep forever (cancel to stop)."""
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval)
+            self.sweep()
+
+    async def shutdown(self, timeout: float = 5.0) -> None:
+        """Close every connection with 1001 and wait (bounded) until transports report them gone."""
+        closed = self._connections.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        try:
+            await asyncio.wait_for(self._connections.wait_empty(), timeout)
+        except TimeoutError:
+            self._log.warning("lifecycle.shutdown_timeout", remaining=len(self._connections))
+        self._log.info("lifecycle.shutdown", closed=closed, remaining=len(self._connections))
+
+    # ------------------------------------------------------------------ helpers
+    def _create(self, outbound: Outbound, info: ClientInfo) -> Connection:
+        now = self._clock.monotonic()
+        limits = self.limits
+        return Connection(
+            client_id="c_" + secrets.token_urlsafe(12),
+            info=info,
+            outbound=outbound,
+            metrics=self._metrics,
+            queue_limit=limits.outbound_queue_bytes,
+            rate=TokenBucket(limits.rate_per_minute / 60.0, limits.rate_burst, now),
+            strikes=TokenBucket(limits.rate_strikes / 60.0, limits.rate_strikes, now),
+            now=now,
+        )
+
+    def _welcome(self, conn: Connection) -> dict[str, object]:
+        now = self._clock.iso_now()
+        return {
+            "type": "status",
+            "status": "connected",
+            "client_id": conn.client_id,
+            "reconnect_token": None,
+            "server_time": now,
+            "protocol_version": PROTOCOL_VERSION,
+            "heartbeat_interval": self.limits.heartbeat_interval,
+            "features": self._features(),
+            "reconnected": False,
+            "timestamp": now,
+        }

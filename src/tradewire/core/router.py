@@ -1,0 +1,244 @@
+"""Decode, validate, authorise, rate-limit and dispatch one client message.
+
+One shape for every handler: ``handler(conn, message) -> reply`` where ``message`` is the typed
+struct of its ``type`` and ``reply`` is a dict (or None for no reply). A handler defined with
+``async def`` runs as a task, at most ``max_inflight`` per connection (the rest wait in order),
+so a slow handler never blocks heartbeats, other clients or stream delivery; a plain ``def``
+handler replies inline, which keeps the heartbeat path as cheap as a bare echo server.
+
+The router adds ``id`` (direct replies only) and ``timestamp`` to each reply, and turns every
+failure into an envelope through :class:`~tradewire.errors.ErrorHandler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import orjson
+import structlog
+
+from tradewire.auth.permissions import Permission
+from tradewire.clock import Clock
+from tradewire.core.connection import Connection
+from tradewire.errors import ErrorHandler, RequestError
+from tradewire.metrics import ServerMetrics
+from tradewire.protocol.codes import CloseCode, ErrorCode
+from tradewire.protocol.messages import MESSAGE_CLASSES, Message, MessageType, new_decoder
+
+Reply = dict[str, Any] | None
+Handler = Callable[[Connection, Any], Reply | Awaitable[Reply]]
+
+_KNOWN_TYPES = frozenset(t.value for t in MessageType)
+_MAX_ID_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    handler: Handler
+    requires_auth: bool
+    permission: Permission | None
+    is_async: bool
+
+
+class MessageRouter:
+    """Dispatch table from message struct class to :class:`Route`."""
+
+    def __init__(
+        self, clock: Clock, errors: ErrorHandler, metrics: ServerMetrics, max_inflight: int = 4
+    ) -> None:
+        self._clock = clock
+        self._errors = errors
+        self._metrics = metrics
+        self._max_inflight = max_inflight
+        self._decoder = new_decoder()
+        self._routes: dict[type[Message], Route] = {}
+        self._log = structlog.get_logger("tradewire.router")
+
+    def register(
+        self,
+        message_type: MessageType,
+        handler: Handler,
+        *,
+        requires_auth: bool = True,
+        permission: Permission | None = None,
+    ) -> None:
+        """Route ``message_type`` to ``handler`` (sync or async) with its access rules."""
+        is_async = inspect.iscoroutinefunction(handler)
+        self._routes[MESSAGE_CLASSES[message_type]] = Route(handler, requires_auth, permission, is_async)
+
+    def registered(self) -> list[str]:
+        return sorted(cls.__struct_config__.tag for cls in self._routes)  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ inbound
+    def handle(self, conn: Connection, data: bytes) -> None:
+        """Process one inbound text message of ``conn`` (already size-checked by the transport)."""
+        self._metrics.messages_in += 1
+        now = self._clock.monotonic()
+        if not conn.rate.take(now):
+            self._reject_rate(conn, data, now)
+            return
+        try:
+            message = self._decoder.decode(data)
+        except msgspec.DecodeError as exc:
+            self._reply_decode_error(conn, data, exc)
+            return
+        route = self._routes.get(type(message))
+        if route is None:
+            self.send_error(conn, ErrorCode.SERVICE_UNAVAILABLE, "message type not served", message.id)
+            return
+        if route.requires_auth and not self._allowed(conn, route, message.id):
+            return
+        if route.is_async:
+            self._submit(conn, route, message)
+        else:
+            self._run_sync(conn, route, message)
+
+    def _allowed(self, conn: Connection, route: Route, request_id: str | int | None) -> bool:
+        principal = conn.principal
+        if principal is None:
+            self.send_error(conn, ErrorCode.AUTHENTICATION_REQUIRED, "authenticate first", request_id)
+            return False
+        if route.permission is not None and route.permission not in principal.permissions:
+            self.send_error(
+                conn,
+                ErrorCode.INSUFFICIENT_PERMISSIONS,
+                f"permission '{route.permission}' is required",
+                request_id,
+                {"required": route.permission.value},
+            )
+            return False
+        return True
+
+    def _run_sync(self, conn: Connection, route: Route, message: Message) -> None:
+        started = time.perf_counter()
+        try:
+            reply = route.handler(conn, message)
+        except RequestError as exc:
+            reply = self._errors.from_request_error(exc, None)
+        except Exception as exc:  # noqa: BLE001 - boundary: any handler failure becomes internal_error
+            reply = self._internal_reply(exc, conn, message)
+        self._metrics.observe_latency(message.__struct_config__.tag, time.perf_counter() - started)  # type: ignore[arg-type]
+        self._send_reply(conn, reply, message.id)  # type: ignore[arg-type]
+
+    def _submit(self, conn: Connection, route: Route, message: Message) -> None:
+        if conn.inflight >= self._max_inflight:
+            conn.pending.append((route, message))
+            return
+        conn.inflight += 1
+        task = asyncio.get_running_loop().create_task(self._run_async(conn, route, message))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    async def _run_async(self, conn: Connection, route: Route, message: Message) -> None:
+        started = time.perf_counter()
+        try:
+            reply = await route.handler(conn, message)  # type: ignore[misc]
+        except RequestError as exc:
+            reply = self._errors.from_request_error(exc, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - boundary: any handler failure becomes internal_error
+            reply = self._internal_reply(exc, conn, message)
+        finally:
+            conn.inflight -= 1
+            self._start_next(conn)
+        self._metrics.observe_latency(message.__struct_config__.tag, time.perf_counter() - started)  # type: ignore[arg-type]
+        self._send_reply(conn, reply, message.id)
+
+    def _start_next(self, conn: Connection) -> None:
+        if conn.pending and not conn.closed:
+            route, message = conn.pending.popleft()
+            self._submit(conn, route, message)
+
+    # ------------------------------------------------------------------ outbound
+    def _send_reply(self, conn: Connection, reply: Reply, request_id: str | int | None) -> None:
+        if reply is None:
+            return
+        if request_id is not None:
+            reply["id"] = request_id
+        if "timestamp" not in reply:
+            reply["timestamp"] = self._clock.iso_now()
+        if reply.get("type") == "error":
+            self._metrics.errors[reply["error_code"]] += 1
+        conn.send(orjson.dumps(reply))
+
+    def send_error(
+        self,
+        conn: Connection,
+        code: ErrorCode,
+        message: str,
+        request_id: str | int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Send one error envelope to ``conn`` (``request_id`` only for direct replies)."""
+        self._metrics.errors[code.value] += 1
+        conn.send(orjson.dumps(self._errors.envelope(code, message, request_id, details)))
+
+    def _internal_reply(self, exc: Exception, conn: Connection, message: Message) -> dict[str, Any]:
+        return self._errors.internal(
+            exc, None, client_id=conn.client_id, message_type=message.__struct_config__.tag
+        )
+
+    # ------------------------------------------------------------------ failures before dispatch
+    def _reject_rate(self, conn: Connection, data: bytes, now: float) -> None:
+        if not conn.strikes.take(now):
+            conn.close(CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
+            return
+        self.send_error(
+            conn,
+            ErrorCode.RATE_LIMIT_EXCEEDED,
+            "too many messages",
+            _peek_id(data),
+            {"retry_after": round(conn.rate.retry_after(), 3)},
+        )
+
+    def _reply_decode_error(self, conn: Connection, data: bytes, exc: msgspec.DecodeError) -> None:
+        try:
+            raw = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.send_error(conn, ErrorCode.INVALID_JSON, "message is not valid JSON")
+            return
+        if not isinstance(raw, dict):
+            self.send_error(conn, ErrorCode.VALIDATION_ERROR, "message must be a JSON object")
+            return
+        request_id = _valid_id(raw.get("id"))
+        message_type = raw.get("type")
+        if isinstance(message_type, str) and message_type not in _KNOWN_TYPES:
+            self.send_error(
+                conn,
+                ErrorCode.UNKNOWN_MESSAGE_TYPE,
+                f"unknown message type '{message_type[:64]}'",
+                request_id,
+            )
+            return
+        reason, _, path = str(exc).partition(" - at ")
+        self.send_error(
+            conn,
+            ErrorCode.VALIDATION_ERROR,
+            reason,
+            request_id,
+            {"path": path.strip("`") or "$", "reason": reason[:200]},
+        )
+
+
+def _valid_id(value: object) -> str | int | None:
+    """The request id if it is a usable one (so even a rejected message gets its id echoed)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and len(value) <= _MAX_ID_LENGTH):
+        return value
+    return None
+
+
+def _peek_id(data: bytes) -> str | int | None:
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return _valid_id(raw.get("id")) if isinstance(raw, dict) else None

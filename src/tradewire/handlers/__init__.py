@@ -1,0 +1,1 @@
+"""Message handlers: one class per concern, dependencies injected through the constructor."""

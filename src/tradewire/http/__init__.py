@@ -1,0 +1,1 @@
+"""The HTTP side: health, stats, metrics, login, docs — FastAPI on uvicorn."""

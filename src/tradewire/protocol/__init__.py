@@ -1,0 +1,1 @@
+"""Wire protocol v1: message schemas, error codes and close codes (no I/O here)."""

@@ -1,0 +1,137 @@
+"""The two closed registries of the wire protocol: error codes and close codes.
+
+Every error envelope carries an :class:`ErrorCode`; every close the server initiates carries a
+:class:`CloseCode`. Each value documents what it means and whether the client should retry or
+reconnect; a test checks that docs/PROTOCOL.md documents every value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    """``error_code`` values of the error envelope (DESIGN §3.3)."""
+
+    VALIDATION_ERROR = "validation_error"
+    INVALID_JSON = "invalid_json"
+    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
+    UNKNOWN_COMMAND = "unknown_command"
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    INVALID_TOKEN = "invalid_token"
+    TOKEN_EXPIRED = "token_expired"
+    INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
+    CONNECTION_LIMIT_EXCEEDED = "connection_limit_exceeded"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    MISSING_PARAMETERS = "missing_parameters"
+    SESSION_CONFLICT = "session_conflict"
+    STRATEGY_NOT_FOUND = "strategy_not_found"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    """Human description of a code and what a client should do about it."""
+
+    meaning: str
+    advice: str
+
+
+ERROR_INFO: dict[ErrorCode, CodeInfo] = {
+    ErrorCode.VALIDATION_ERROR: CodeInfo(
+        "A field is missing, has the wrong type, or breaks a limit; `details` names the path.",
+        "Fix the message; do not resend unchanged.",
+    ),
+    ErrorCode.INVALID_JSON: CodeInfo("The frame is not valid JSON.", "Fix the encoder."),
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: CodeInfo(
+        "`type` is not one of the protocol's message types.", "Check the protocol version."
+    ),
+    ErrorCode.UNKNOWN_COMMAND: CodeInfo(
+        "`action` of a `command` or `query_type` of a `query` is not known.", "See `server_info`."
+    ),
+    ErrorCode.AUTHENTICATION_REQUIRED: CodeInfo(
+        "Only `auth`, `handshake` and `heartbeat` work before authentication.", "Send `auth` first."
+    ),
+    ErrorCode.INVALID_TOKEN: CodeInfo(
+        "The JWT failed verification (signature, algorithm, claims).", "Obtain a new token."
+    ),
+    ErrorCode.TOKEN_EXPIRED: CodeInfo(
+        "The JWT has expired; privileges were dropped. Sent unsolicited on a live connection.",
+        "Send `auth` with a fresh token within the grace period, or the server closes with 4001.",
+    ),
+    ErrorCode.INSUFFICIENT_PERMISSIONS: CodeInfo(
+        "The authenticated user lacks the permission this message needs; `details.required` names it.",
+        "Do not retry with the same token.",
+    ),
+    ErrorCode.CONNECTION_LIMIT_EXCEEDED: CodeInfo(
+        "The user already holds the maximum number of authenticated connections.",
+        "Close another connection of this user first.",
+    ),
+    ErrorCode.RATE_LIMIT_EXCEEDED: CodeInfo(
+        "The connection's token bucket is empty; the message was not processed.",
+        "Wait `details.retry_after` seconds. Persisting closes the connection with 4029.",
+    ),
+    ErrorCode.SERVICE_UNAVAILABLE: CodeInfo(
+        "The component that serves this message is not available in this server.", "Retry later."
+    ),
+    ErrorCode.MISSING_PARAMETERS: CodeInfo("Required parameters are missing.", "Add them."),
+    ErrorCode.SESSION_CONFLICT: CodeInfo("The session conflicts with a running one.", "Stop it first."),
+    ErrorCode.STRATEGY_NOT_FOUND: CodeInfo("No strategy has that name.", "List strategies."),
+    ErrorCode.INTERNAL_ERROR: CodeInfo(
+        "The server failed; `details.correlation_id` identifies the log entry.",
+        "Retry once; report the correlation id if it persists.",
+    ),
+}
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes the server sends (DESIGN §3.6)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    IDLE_TIMEOUT = 4000
+    TOKEN_EXPIRED = 4001
+    SLOW_CONSUMER = 4008
+    RATE_LIMIT_ABUSE = 4029
+
+
+CLOSE_INFO: dict[CloseCode, CodeInfo] = {
+    CloseCode.NORMAL: CodeInfo("Normal closure.", "Final: do not reconnect automatically."),
+    CloseCode.GOING_AWAY: CodeInfo(
+        "The server is shutting down or restarting.", "Reconnect with backoff (1–5 s, jittered)."
+    ),
+    CloseCode.POLICY_VIOLATION: CodeInfo(
+        "Policy violation (e.g. a protocol error the server will not tolerate).",
+        "Final: fix the client before reconnecting.",
+    ),
+    CloseCode.MESSAGE_TOO_BIG: CodeInfo(
+        "An inbound frame or message exceeded `max_message_size`.",
+        "Reconnect only after shrinking the message.",
+    ),
+    CloseCode.INTERNAL_ERROR: CodeInfo("Unexpected server failure.", "Reconnect with backoff."),
+    CloseCode.TRY_AGAIN_LATER: CodeInfo(
+        "The server is at `max_connections`.", "Reconnect with exponential backoff (start 1 s, cap 30 s)."
+    ),
+    CloseCode.IDLE_TIMEOUT: CodeInfo(
+        "Nothing (no message, no pong) arrived for 3 × heartbeat_interval.",
+        "Reconnect; send `heartbeat` every heartbeat_interval seconds.",
+    ),
+    CloseCode.TOKEN_EXPIRED: CodeInfo(
+        "The JWT expired and no fresh `auth` arrived within the grace period.",
+        "Reconnect and authenticate with a new token.",
+    ),
+    CloseCode.SLOW_CONSUMER: CodeInfo(
+        "The connection's outbound queue exceeded its byte bound: the client reads too slowly.",
+        "Reconnect (and recover missed messages); read faster or subscribe to less.",
+    ),
+    CloseCode.RATE_LIMIT_ABUSE: CodeInfo(
+        "The client kept sending after `rate_limit_exceeded` replies.",
+        "Reconnect after at least 60 s, at a lower message rate.",
+    ),
+}

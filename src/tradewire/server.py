@@ -1,0 +1,267 @@
+"""``WebSocketAPIServer``: builds the parts, starts and stops them, exposes the seed's public API.
+
+Orchestration only — no protocol or business logic lives here (DESIGN §2)::
+
+    transport (picows engine | ASGI endpoint)
+        └─ ConnectionLifecycle ── ConnectionManager (connections, limits)
+              └─ MessageRouter ── handlers (protocol, auth, ...) ── ErrorHandler
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+
+from tradewire._version import PROTOCOL_VERSION, __version__
+from tradewire.auth.permissions import Permission
+from tradewire.auth.tokens import AuthHandler
+from tradewire.clock import Clock, SystemClock
+from tradewire.config import Settings
+from tradewire.core.client_utils import parse_networks
+from tradewire.core.connection import Connection
+from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.lifecycle import ConnectionLifecycle, ConnectionLimits
+from tradewire.core.router import MessageRouter
+from tradewire.errors import ErrorHandler
+from tradewire.handlers.auth import AuthMessageHandler
+from tradewire.handlers.protocol import ProtocolHandler
+from tradewire.handlers.unavailable import UnavailableHandler
+from tradewire.metrics import ServerMetrics
+from tradewire.protocol.messages import MessageType
+from tradewire.transport.asgi import AsgiEndpoint
+from tradewire.transport.picows_engine import PicowsEngine
+
+# Message types whose component arrives with a later issue; answered with service_unavailable.
+_NOT_YET_SERVED: dict[str, tuple[MessageType, ...]] = {
+    "streams": (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE),
+    "sessions": (MessageType.SESSION_START, MessageType.SESSION_STOP, MessageType.SESSION_STATUS),
+    "collection": (
+        MessageType.COLLECTION_START,
+        MessageType.COLLECTION_STOP,
+        MessageType.COLLECTION_STATUS,
+    ),
+    "results": (MessageType.RESULTS_REQUEST,),
+    "strategy manager": (
+        MessageType.GET_STRATEGIES,
+        MessageType.ACTIVATE_STRATEGY,
+        MessageType.DEACTIVATE_STRATEGY,
+        MessageType.GET_STRATEGY_STATUS,
+        MessageType.VALIDATE_STRATEGY_CONFIG,
+        MessageType.UPSERT_STRATEGY,
+    ),
+}
+
+
+class WebSocketAPIServer:
+    """The real-time gateway: one object per process (or per mounted endpoint)."""
+
+    def __init__(
+        self,
+        event_bus: Any = None,
+        logger: Any = None,
+        settings: Settings | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        jwt_secret: str | None = None,
+        max_connections: int | None = None,
+        heartbeat_interval: float | None = None,
+        controller: Any = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        overrides = {
+            key: value
+            for key, value in {
+                "host": host,
+                "ws_port": port,
+                "max_connections": max_connections,
+                "heartbeat_interval": heartbeat_interval,
+            }.items()
+            if value is not None
+        }
+        base = settings if settings is not None else Settings.load()
+        self.settings = base.model_copy(update=overrides) if overrides else base
+        self.event_bus = event_bus
+        self.controller = controller
+        self.logger = logger if logger is not None else structlog.get_logger("tradewire.server")
+        self.clock = clock if clock is not None else SystemClock()
+        self._build()
+        self.is_running = False
+        self._embedded = False
+        self._keepalive: asyncio.Task[None] | None = None
+        self._started_at = time.time()
+
+    # ------------------------------------------------------------------ construction
+    def _build(self) -> None:
+        s = self.settings
+        self.metrics = ServerMetrics()
+        self.error_handler = ErrorHandler(self.clock)
+        self.auth_handler = AuthHandler.from_settings(s)
+        self.connection_manager = ConnectionManager(
+            self.metrics, s.max_connections, s.max_connections_per_user
+        )
+        self.message_router = MessageRouter(
+            self.clock, self.error_handler, self.metrics, s.max_inflight_requests
+        )
+        limits = ConnectionLimits(
+            heartbeat_interval=s.heartbeat_interval,
+            ping_interval=s.ping_interval,
+            outbound_queue_bytes=s.outbound_queue_bytes,
+            rate_per_minute=s.rate_limit_per_minute,
+            rate_burst=s.rate_limit_burst,
+            rate_strikes=s.rate_limit_strikes,
+        )
+        self.connection_lifecycle = ConnectionLifecycle(
+            self.connection_manager, self.message_router, self.metrics, self.clock, limits, self.features
+        )
+        self.protocol_handler = ProtocolHandler(self.clock, self.features, s.heartbeat_interval)
+        self.auth_message_handler = AuthMessageHandler(
+            self.auth_handler,
+            self.connection_manager,
+            self.error_handler,
+            self.metrics,
+            self.clock,
+            s.token_expiry_grace,
+        )
+        self._register_message_handlers()
+        transport_options: dict[str, Any] = {
+            "max_message_size": s.max_message_size,
+            "allowed_origins": frozenset(o.rstrip("/") for o in s.allowed_origins),
+            "trusted_proxies": parse_networks(s.trusted_proxies),
+        }
+        self.engine = PicowsEngine(self.connection_lifecycle, path=s.ws_path, **transport_options)
+        self.fastapi_endpoint = AsgiEndpoint(self.connection_lifecycle, **transport_options)
+
+    def _register_message_handlers(self) -> None:
+        router, protocol = self.message_router, self.protocol_handler
+        router.register(MessageType.AUTH, self.auth_message_handler.handle_auth, requires_auth=False)
+        router.register(MessageType.HANDSHAKE, protocol.handle_handshake, requires_auth=False)
+        router.register(MessageType.HEARTBEAT, protocol.handle_heartbeat, requires_auth=False)
+        router.register(MessageType.COMMAND, protocol.handle_command)
+        router.register(MessageType.QUERY, protocol.handle_query)
+        protocol.register_command("get_status", self._command_get_status)
+        protocol.register_command("health_check", self._command_health_check)
+        protocol.register_command("get_stats", self._command_get_stats, Permission.ADMIN)
+        protocol.register_query("server_info", self._query_server_info)
+        for component, message_types in _NOT_YET_SERVED.items():
+            unavailable = UnavailableHandler(component)
+            for message_type in message_types:
+                router.register(message_type, unavailable.handle)
+
+    # ------------------------------------------------------------------ public API (seed)
+    async def start(self) -> None:
+        """Start the parts and listen on ``settings.host:settings.ws_port`` (picows engine)."""
+        if self.is_running:
+            return
+        await self.startup_embedded()
+        await self.engine.start(self.settings.host, self.settings.ws_port)
+        self.is_running = True
+        self.logger.info("server.started", ws_url=self.ws_url)
+
+    async def startup_embedded(self) -> None:
+        """Start the parts without a listening socket (endpoint mounted in an ASGI app)."""
+        if self._embedded:
+            return
+        if self.auth_handler.secret_generated:
+            self.logger.warning(
+                "auth.dev_secret", detail="dev mode: JWT secret generated and stored in the data directory"
+            )
+        self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
+        self._embedded = True
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, close every client with 1001, and stop the parts."""
+        if not self._embedded:
+            return
+        self.engine.stop_accepting()
+        await self.connection_lifecycle.shutdown(timeout)
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
+            self._keepalive = None
+        await self.engine.wait_closed()
+        self.is_running = False
+        self._embedded = False
+        self.logger.info("server.stopped", uptime=round(time.time() - self._started_at, 3))
+
+    def get_stats(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "server_version": __version__,
+            "protocol_version": PROTOCOL_VERSION,
+            "running": self.is_running or self._embedded,
+            "uptime_seconds": round(time.time() - self._started_at, 3),
+            "connections": {
+                "current": m.connections_current,
+                "opened": m.connections_opened,
+                "max": self.settings.max_connections,
+                "rejected": dict(m.rejected),
+            },
+            "messages": {"in": m.messages_in, "out": m.messages_out},
+            "errors": dict(m.errors),
+            "closes": {str(code): count for code, count in m.closes.items()},
+        }
+
+    async def health_check(self) -> dict[str, Any]:
+        """Liveness and readiness of each part; ``status`` is ``healthy`` only if all are ready."""
+        listening = self.engine.port is not None
+        components: dict[str, dict[str, Any]] = {
+            "websocket": {
+                "ready": listening or self._embedded,
+                "listening": listening,
+                "connections": len(self.connection_manager),
+                "capacity_used": round(len(self.connection_manager) / self.settings.max_connections, 4),
+            },
+            "keepalive": {"ready": self._keepalive is not None and not self._keepalive.done()},
+            "auth": {"ready": True, "algorithm": self.auth_handler.algorithm.value},
+        }
+        healthy = all(bool(part["ready"]) for part in components.values())
+        return {"status": "healthy" if healthy else "unhealthy", "components": components}
+
+    # ------------------------------------------------------------------ helpers
+    def features(self) -> list[str]:
+        """Protocol features this server actually serves (advertised in the welcome)."""
+        return ["heartbeat"]
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.engine.port or self.settings.ws_port}{self.settings.ws_path}"
+
+    def server_info(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "server_version": __version__,
+            "protocol_version": PROTOCOL_VERSION,
+            "features": self.features(),
+            "message_types": self.message_router.registered(),
+            "commands": self.protocol_handler.commands(),
+            "queries": self.protocol_handler.queries(),
+            "limits": {
+                "max_message_size": s.max_message_size,
+                "rate_limit_per_minute": s.rate_limit_per_minute,
+                "rate_limit_burst": s.rate_limit_burst,
+                "max_connections_per_user": s.max_connections_per_user,
+                "heartbeat_interval": s.heartbeat_interval,
+            },
+        }
+
+    def _command_get_status(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "client_id": conn.client_id,
+            "authenticated": conn.authenticated,
+            "user_id": conn.user_id,
+            "connections": len(self.connection_manager),
+            "uptime_seconds": round(time.time() - self._started_at, 3),
+        }
+
+    async def _command_health_check(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.health_check()
+
+    def _command_get_stats(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        return self.get_stats()
+
+    def _query_server_info(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
+        return self.server_info()
