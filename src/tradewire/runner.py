@@ -15,7 +15,7 @@ from tradewire.http.app import create_http_app
 from tradewire.server import WebSocketAPIServer
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
+class EmbeddedUvicorn(uvicorn.Server):
     """uvicorn without its own signal handlers: the runner owns shutdown."""
 
     @contextlib.contextmanager
@@ -28,7 +28,7 @@ async def serve(settings: Settings) -> None:
     log = structlog.get_logger("tradewire")
     server = WebSocketAPIServer(settings=settings)
     await server.start()
-    http = _EmbeddedUvicorn(
+    http = EmbeddedUvicorn(
         uvicorn.Config(
             create_http_app(server),
             host=settings.host,
@@ -37,6 +37,7 @@ async def serve(settings: Settings) -> None:
             access_log=False,
             lifespan="off",
             ws="websockets-sansio",
+            proxy_headers=False,  # tradewire applies its own trusted_proxies rule
         )
     )
     http_task = asyncio.create_task(http.serve())

@@ -1,0 +1,136 @@
+"""Shared test helpers: running servers on real sockets (picows engine or ASGI in uvicorn)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedError
+
+from tradewire import Level, Settings, WebSocketAPIServer
+from tradewire.runner import EmbeddedUvicorn
+
+TIMEOUT = 5.0  # one time unit for every wait in the suite
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "ws_port": 0,
+        "http_port": 0,
+        "jwt_secret": SECRET,
+        "data_dir": data_dir,
+        "rate_limit_per_minute": 6000,
+        "rate_limit_burst": 200,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Running:
+    server: WebSocketAPIServer
+    url: str
+    transport: str
+
+    def token(self, user: str = "alice", level: Level = Level.TRADER, ttl: int = 3600) -> str:
+        return self.server.auth_handler.mint(user, level, ttl)[0]
+
+    def connect(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("open_timeout", TIMEOUT)
+        return connect(self.url, **kwargs)
+
+
+@asynccontextmanager
+async def run_picows(settings: Settings) -> AsyncIterator[Running]:
+    server = WebSocketAPIServer(settings=settings)
+    await server.start()
+    try:
+        yield Running(server, server.ws_url, "picows")
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def serve_asgi(app: Any) -> AsyncIterator[int]:
+    """Serve ``app`` with uvicorn on a free loopback port; yields the port."""
+    http = EmbeddedUvicorn(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=0,
+            log_config=None,
+            lifespan="off",
+            ws="websockets-sansio",
+            proxy_headers=False,
+        )
+    )
+    task = asyncio.create_task(http.serve())
+    while not http.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield int(http.servers[0].sockets[0].getsockname()[1])
+    finally:
+        http.should_exit = True
+        await asyncio.wait_for(task, TIMEOUT)
+
+
+@asynccontextmanager
+async def run_asgi(settings: Settings) -> AsyncIterator[Running]:
+    """The endpoint mounted in a plain FastAPI app served by uvicorn on a real socket."""
+    server = WebSocketAPIServer(settings=settings)
+    app = FastAPI()
+    app.add_api_websocket_route(settings.ws_path, server.fastapi_endpoint)
+    async with serve_asgi(app) as port:
+        await server.startup_embedded()
+        try:
+            yield Running(server, f"ws://127.0.0.1:{port}{settings.ws_path}", "asgi")
+        finally:
+            await server.stop()
+
+
+def run_server(transport: str, settings: Settings) -> Any:
+    return run_picows(settings) if transport == "picows" else run_asgi(settings)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
+    raw = await asyncio.wait_for(ws.recv(), timeout)
+    value = json.loads(raw)
+    assert isinstance(value, dict)
+    return value
+
+
+async def request(ws: ClientConnection, message: dict[str, Any] | str) -> dict[str, Any]:
+    """Send one message and return the next frame received."""
+    await ws.send(message if isinstance(message, str) else json.dumps(message))
+    return await recv_json(ws)
+
+
+async def open_client(running: Running, **kwargs: Any) -> tuple[ClientConnection, dict[str, Any]]:
+    """Connect and read the welcome."""
+    ws = await running.connect(**kwargs)
+    welcome = await recv_json(ws)
+    return ws, welcome
+
+
+async def wait_closed(ws: ClientConnection, timeout: float = TIMEOUT) -> int | None:
+    """Read until the server closes; the close code received (None if none was)."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in ws:
+                continue
+    except TimeoutError:
+        raise AssertionError("server did not close the connection in time") from None
+    except ConnectionClosedError:
+        return ws.close_code
+    return ws.close_code

@@ -1,0 +1,108 @@
+"""The ``tradewire`` command as a user runs it: token, users add, serve, refusal in production."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import jwt
+from websockets.asyncio.client import connect
+
+from tests.helpers import SECRET, TIMEOUT
+
+CLI = [sys.executable, "-m", "tradewire.cli"]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEWIRE_")}
+    env.update({"TRADEWIRE_DATA_DIR": str(tmp_path), **extra})
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_token_is_signed_with_the_configured_secret(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*CLI, "token", "--user", "bot-1", "--level", "premium", "--ttl", "120"],
+        env=_env(tmp_path, TRADEWIRE_JWT_SECRET=SECRET),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    claims = jwt.decode(out.stdout.strip(), SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["level"]) == ("bot-1", "premium")
+    assert 100 <= claims["exp"] - claims["iat"] <= 120
+
+
+def test_users_add_writes_a_hash(tmp_path: Path) -> None:
+    subprocess.run(
+        [*CLI, "users", "add", "alice", "--level", "trader", "--password-stdin"],
+        env=_env(tmp_path),
+        input="a long enough password\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    users = json.loads((tmp_path / "users.json").read_text())["users"]
+    assert users["alice"]["level"] == "trader"
+    assert users["alice"]["password_hash"].startswith("$argon2id$")
+
+
+def test_production_without_secret_refuses_to_start(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--mode", "production", "--ws-port", "0", "--http-port", "0"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "TRADEWIRE_JWT_SECRET" in result.stderr
+
+
+async def test_serve_runs_both_servers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """``tradewire serve`` in dev mode: generated secret, /health, WebSocket, dev token, clean exit."""
+    ws_port, http_port = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--ws-port", str(ws_port), "--http-port", str(http_port), "--log-format", "json"],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(200):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{http_port}/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("server did not become healthy")
+        token = subprocess.run(
+            [*CLI, "token", "--user", "dev"], env=_env(tmp_path), capture_output=True, text=True, check=True
+        ).stdout.strip()
+        async with connect(f"ws://127.0.0.1:{ws_port}/ws", open_timeout=TIMEOUT) as ws:
+            assert json.loads(await ws.recv())["status"] == "connected"
+            await ws.send(json.dumps({"type": "auth", "token": token, "id": 1}))
+            assert json.loads(await ws.recv())["status"] == "authenticated"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=TIMEOUT * 2)
+    assert proc.returncode == 0
+    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+    assert "server.ready" in events
+    assert "auth.dev_secret" in events
+    assert "server.stopped" in events

@@ -1,0 +1,126 @@
+"""Settings sources, secrets policy, JWT algorithms and the users file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tradewire import ConfigError, Level, Settings
+from tradewire.auth.tokens import AuthHandler
+from tradewire.auth.users import UserStore
+from tradewire.config import Mode, resolve_jwt_secret
+from tradewire.errors import AuthError
+from tradewire.protocol.codes import ErrorCode
+
+
+def test_environment_and_flags_and_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flags beat the environment, which beats the TOML file; lists accept commas."""
+    defaults = Settings()
+    assert (defaults.host, defaults.ws_port, defaults.http_port) == ("127.0.0.1", 8765, 8080)
+    assert (defaults.max_connections, defaults.heartbeat_interval) == (1000, 30)
+    toml = tmp_path / "tw.toml"
+    toml.write_text(
+        'ws_port = 9001\nhttp_port = 9002\nmax_connections = 7\nallowed_origins = ["https://t.example"]\n'
+    )
+    monkeypatch.setenv("TRADEWIRE_HTTP_PORT", "9100")
+    monkeypatch.setenv("TRADEWIRE_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    s = Settings.load(toml, max_connections=3)
+    assert (s.ws_port, s.http_port, s.max_connections) == (9001, 9100, 3)
+    assert s.allowed_origins == ["https://a.example", "https://b.example"]
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        Settings.load(tmp_path / "absent.toml")
+
+
+def test_production_refuses_missing_or_short_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        resolve_jwt_secret(Settings(mode=Mode.PRODUCTION, data_dir=tmp_path))
+    with pytest.raises(ConfigError):
+        resolve_jwt_secret(Settings(mode=Mode.PRODUCTION, jwt_secret="short", data_dir=tmp_path))
+    secret, generated = resolve_jwt_secret(
+        Settings(mode=Mode.PRODUCTION, jwt_secret="s" * 32, data_dir=tmp_path)
+    )
+    assert (secret, generated) == (b"s" * 32, False)
+
+
+def test_dev_mode_generates_a_private_secret_once(tmp_path: Path) -> None:
+    first, generated = resolve_jwt_secret(Settings(data_dir=tmp_path))
+    second, _ = resolve_jwt_secret(Settings(data_dir=tmp_path))
+    assert generated and first == second and first is not None and len(first) >= 32
+    assert (tmp_path / ".jwt-dev-secret").stat().st_mode & 0o077 == 0
+
+
+def test_issuer_and_audience_are_enforced_when_configured(tmp_path: Path) -> None:
+    strict = AuthHandler.from_settings(
+        Settings(jwt_secret="k" * 40, jwt_issuer="tw", jwt_audience="desk", data_dir=tmp_path)
+    )
+    token, _ = strict.mint("u", Level.BASIC)
+    assert strict.verify(token).user_id == "u"
+    lax = AuthHandler.from_settings(Settings(jwt_secret="k" * 40, data_dir=tmp_path))
+    with pytest.raises(AuthError) as exc:
+        strict.verify(lax.mint("u", Level.BASIC)[0])
+    assert exc.value.code is ErrorCode.INVALID_TOKEN
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_asymmetric_algorithms_verify_with_the_public_key(tmp_path: Path, algorithm: str) -> None:
+    private = (
+        rsa.generate_private_key(65537, 2048)
+        if algorithm == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "pub.pem").write_bytes(public_pem)
+    (tmp_path / "key.pem").write_bytes(private_pem)
+    settings = Settings(jwt_algorithm=algorithm, jwt_public_key_file=tmp_path / "pub.pem", data_dir=tmp_path)
+    verifier = AuthHandler.from_settings(settings)
+    token = jwt.encode(
+        {"sub": "desk", "exp": 4_000_000_000, "level": "premium"}, private_pem, algorithm=algorithm
+    )
+    principal = verifier.verify(token)
+    assert principal.level is Level.PREMIUM
+    with pytest.raises(ConfigError):
+        verifier.mint("x", Level.BASIC)  # no private key configured
+    signer = AuthHandler.from_settings(
+        settings.model_copy(update={"jwt_private_key_file": tmp_path / "key.pem"})
+    )
+    assert verifier.verify(signer.mint("y", Level.ADMIN)[0]).user_id == "y"
+
+
+def test_hs256_token_is_rejected_by_an_rs256_server(tmp_path: Path) -> None:
+    private = rsa.generate_private_key(65537, 2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "pub.pem").write_bytes(public_pem)
+    verifier = AuthHandler.from_settings(
+        Settings(jwt_algorithm="RS256", jwt_public_key_file=tmp_path / "pub.pem", data_dir=tmp_path)
+    )
+    hs = AuthHandler.from_settings(Settings(jwt_secret="k" * 40, data_dir=tmp_path)).mint("x", Level.ADMIN)[0]
+    with pytest.raises(AuthError) as exc:
+        verifier.verify(hs)
+    assert exc.value.message == "token algorithm is not accepted"
+
+
+def test_user_store_hashes_and_verifies(tmp_path: Path) -> None:
+    store = UserStore(tmp_path / "users.json")
+    store.add("alice", "correct horse battery", Level.TRADER)
+    text = (tmp_path / "users.json").read_text()
+    assert "correct horse" not in text and "$argon2id$" in text
+    user = store.authenticate("alice", "correct horse battery")
+    assert user is not None and user.level is Level.TRADER
+    assert store.authenticate("alice", "wrong password!") is None
+    assert store.authenticate("mallory", "correct horse battery") is None
+    with pytest.raises(ConfigError):
+        store.add("bob", "short", Level.BASIC)

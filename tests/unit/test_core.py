@@ -1,0 +1,194 @@
+"""The core without sockets: router, limits, connections (an in-memory Outbound)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tradewire import CloseCode, ManualClock, Settings
+from tradewire.auth.tokens import AuthHandler
+from tradewire.core.client_utils import ClientInfo, client_address, origin_allowed, parse_networks
+from tradewire.core.connection import Connection
+from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.limits import TokenBucket
+from tradewire.core.router import MessageRouter
+from tradewire.errors import ErrorHandler, RequestError
+from tradewire.metrics import ServerMetrics
+from tradewire.protocol.codes import ErrorCode
+from tradewire.protocol.messages import MessageType
+
+
+class MemoryOutbound:
+    """Records frames and closes; ``backlog`` simulates bytes the kernel has not taken."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed_with: tuple[int, str] | None = None
+        self.backlog = 0
+        self.pings = 0
+
+    def write(self, payload: bytes) -> None:
+        self.frames.append(json.loads(payload))
+
+    def buffered(self) -> int:
+        return self.backlog
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    def ping(self) -> None:
+        self.pings += 1
+
+
+def make_conn(clock: ManualClock, metrics: ServerMetrics, **limits: Any) -> tuple[Connection, MemoryOutbound]:
+    out = MemoryOutbound()
+    conn = Connection(
+        "c_test",
+        ClientInfo("127.0.0.1", "", None, "/ws"),
+        out,
+        metrics,
+        queue_limit=limits.get("queue_limit", 1024),
+        rate=TokenBucket(limits.get("rate", 1.0), limits.get("burst", 3), clock.monotonic()),
+        strikes=TokenBucket(0.1, limits.get("strikes", 2), clock.monotonic()),
+        now=clock.monotonic(),
+    )
+    return conn, out
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def metrics() -> ServerMetrics:
+    return ServerMetrics()
+
+
+@pytest.fixture
+def router(clock: ManualClock, metrics: ServerMetrics) -> MessageRouter:
+    r = MessageRouter(clock, ErrorHandler(clock), metrics)
+    r.register(
+        MessageType.HEARTBEAT, lambda conn, msg: {"type": "status", "status": "pong"}, requires_auth=False
+    )
+
+    def fail(conn: Connection, msg: Any) -> None:
+        raise RequestError(ErrorCode.MISSING_PARAMETERS, "need symbols", {"missing": ["symbols"]})
+
+    r.register(MessageType.QUERY, fail, requires_auth=False)
+    return r
+
+
+def test_token_bucket_allows_burst_then_refills_at_rate() -> None:
+    bucket = TokenBucket(rate=2.0, capacity=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.retry_after() == pytest.approx(0.5)
+    assert bucket.take(0.5)
+    assert not bucket.take(0.5)
+    assert bucket.take(100.0)  # refill is capped at capacity
+    assert bucket.take(100.0) and bucket.take(100.0) and not bucket.take(100.0)
+
+
+def test_router_replies_with_id_and_timestamp(
+    router: MessageRouter, clock: ManualClock, metrics: ServerMetrics
+) -> None:
+    conn, out = make_conn(clock, metrics)
+    router.handle(conn, b'{"type":"heartbeat","id":"x1"}')
+    assert out.frames[0]["status"] == "pong"
+    assert out.frames[0]["id"] == "x1"
+    assert out.frames[0]["timestamp"].endswith("Z")
+    assert metrics.messages_in == 1
+    assert metrics.latency["heartbeat"].counts != [0] * len(metrics.latency["heartbeat"].counts)
+
+
+def test_router_turns_request_errors_into_envelopes(
+    router: MessageRouter, clock: ManualClock, metrics: ServerMetrics
+) -> None:
+    conn, out = make_conn(clock, metrics)
+    router.handle(conn, b'{"type":"query","query_type":"symbols","id":3}')
+    err = out.frames[0]
+    assert (err["type"], err["error_code"], err["id"]) == ("error", "missing_parameters", 3)
+    assert err["details"] == {"missing": ["symbols"]}
+    assert metrics.errors["missing_parameters"] == 1
+
+
+def test_router_requires_auth_for_protected_routes(clock: ManualClock, metrics: ServerMetrics) -> None:
+    r = MessageRouter(clock, ErrorHandler(clock), metrics)
+    r.register(MessageType.GET_STRATEGIES, lambda conn, msg: {"type": "response"})
+    conn, out = make_conn(clock, metrics)
+    r.handle(conn, b'{"type":"get_strategies","id":1}')
+    assert out.frames[0]["error_code"] == "authentication_required"
+
+
+def test_unregistered_type_is_service_unavailable(
+    router: MessageRouter, clock: ManualClock, metrics: ServerMetrics
+) -> None:
+    conn, out = make_conn(clock, metrics)
+    router.handle(conn, b'{"type":"get_strategies","id":1}')
+    assert out.frames[0]["error_code"] == "service_unavailable"
+
+
+def test_rate_limit_uses_the_clock_and_closes_after_strikes(
+    router: MessageRouter, clock: ManualClock, metrics: ServerMetrics
+) -> None:
+    conn, out = make_conn(clock, metrics, burst=2, rate=1.0, strikes=2)
+    for _ in range(2):
+        router.handle(conn, b'{"type":"heartbeat"}')
+    router.handle(conn, b'{"type":"heartbeat","id":9}')
+    assert out.frames[-1]["error_code"] == "rate_limit_exceeded"
+    assert out.frames[-1]["id"] == 9
+    clock.advance(1.0)
+    router.handle(conn, b'{"type":"heartbeat"}')
+    assert out.frames[-1]["status"] == "pong"
+    router.handle(conn, b'{"type":"heartbeat"}')
+    router.handle(conn, b'{"type":"heartbeat"}')
+    assert out.closed_with == (CloseCode.RATE_LIMIT_ABUSE, "rate limit abuse")
+
+
+def test_send_over_the_queue_bound_closes_4008(clock: ManualClock, metrics: ServerMetrics) -> None:
+    conn, out = make_conn(clock, metrics, queue_limit=100)
+    assert conn.send(b'{"n":1}')
+    out.backlog = 101
+    assert not conn.send(b'{"n":2}')
+    assert out.closed_with == (CloseCode.SLOW_CONSUMER, "slow consumer")
+    assert not conn.send(b'{"n":3}')
+    assert metrics.closes[4008] == 1
+
+
+def test_connection_manager_enforces_per_user_limit(
+    clock: ManualClock, metrics: ServerMetrics, tmp_path: Any
+) -> None:
+    auth = AuthHandler.from_settings(Settings(jwt_secret="k" * 40, data_dir=tmp_path))
+    principal = auth.verify(auth.mint("u", __import__("tradewire").Level.BASIC)[0])
+    manager = ConnectionManager(metrics, max_connections=10, max_per_user=1)
+    a, _ = make_conn(clock, metrics)
+    b, _ = make_conn(clock, metrics)
+    b.client_id = "c_other"
+    manager.add(a)
+    manager.add(b)
+    manager.bind_user(a, principal)
+    manager.bind_user(a, principal)  # re-auth of the same connection is not a new one
+    with pytest.raises(RequestError) as exc:
+        manager.bind_user(b, principal)
+    assert exc.value.code is ErrorCode.CONNECTION_LIMIT_EXCEEDED
+    manager.remove(a)
+    manager.bind_user(b, principal)
+    assert manager.user_connections("u") == 1
+
+
+def test_forwarded_for_needs_a_trusted_peer() -> None:
+    trusted = parse_networks(["10.0.0.0/8"])
+    assert client_address("10.1.2.3", "198.51.100.7, 10.0.0.5", trusted) == "198.51.100.7"
+    assert client_address("192.0.2.1", "198.51.100.7", trusted) == "192.0.2.1"
+    assert client_address("10.1.2.3", None, trusted) == "10.1.2.3"
+    assert client_address("10.1.2.3", "198.51.100.7", ()) == "10.1.2.3"
+
+
+def test_origin_allow_list() -> None:
+    allowed = frozenset({"https://a.example"})
+    assert origin_allowed("https://a.example/", allowed)
+    assert not origin_allowed("https://b.example", allowed)
+    assert origin_allowed(None, allowed)
+    assert origin_allowed("https://b.example", frozenset())
