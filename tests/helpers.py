@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -121,6 +122,16 @@ async def open_client(running: Running, **kwargs: Any) -> tuple[ClientConnection
     ws = await running.connect(**kwargs)
     welcome = await recv_json(ws)
     return ws, welcome
+
+
+async def open_stalling_client(running: Running) -> tuple[ClientConnection, dict[str, Any]]:
+    """A client with a tiny receive buffer that stops reading unless iterated (max_queue=1)."""
+    host, port = running.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    return await open_client(running, sock=sock, max_queue=1, max_size=2**21)
 
 
 async def wait_closed(ws: ClientConnection, timeout: float = TIMEOUT) -> int | None:

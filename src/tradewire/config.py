@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(20, ge=1)
     rate_limit_strikes: int = Field(50, ge=1)
     max_inflight_requests: int = Field(4, ge=1)
+    max_subscriptions_per_client: int = Field(100, ge=1)
+    subscribe_operations_per_hour: int = Field(50, ge=1)
     allowed_origins: CommaList = []
     trusted_proxies: CommaList = []
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -61,6 +61,16 @@ class ServerMetrics:
         self.errors: Counter[str] = Counter()  # error envelopes by error_code
         self.closes: Counter[int] = Counter()  # server-initiated closes by close code
         self.latency: dict[str, LatencyHistogram] = {}
+        # streams
+        self.published: Counter[str] = Counter()  # stream messages by stream
+        self.deliveries: Counter[str] = Counter()  # frames queued to connections, by stream
+        self.flushes = 0  # transport writes of stream batches
+        self.coalesced = 0  # frames that shared a write with an earlier one
+        self.conflated = 0  # market data frames replaced by a newer one while backed up
+        self.bus_dropped: Counter[str] = Counter()  # event-bus events dropped, by subscriber
+        self.bus_failures: Counter[str] = Counter()  # event-bus handler exceptions, by subscriber
+        self.unknown_topics: Counter[str] = Counter()  # bus topics with no stream, by topic
+        self.queue_bytes: Callable[[], list[int]] = list  # per-connection queued bytes, at scrape
 
     def observe_latency(self, message_type: str, seconds: float) -> None:
         hist = self.latency.get(message_type)
@@ -102,9 +112,37 @@ class _Collector(Collector):
         for close_code, count in sorted(m.closes.items()):
             closes.add_metric([str(close_code)], count)
         yield closes
+        yield from _stream_metrics(m)
         hist = HistogramMetricFamily(
             "tradewire_handler_seconds", "Handler latency by message type", labels=["type"]
         )
         for message_type, h in sorted(m.latency.items()):
             hist.add_metric([message_type], h.cumulative(), h.total)
         yield hist
+
+
+def _labelled(name: str, doc: str, label: str, values: Counter[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, count in sorted(values.items()):
+        family.add_metric([key], count)
+    return family
+
+
+def _stream_metrics(m: ServerMetrics) -> Iterator[Metric]:
+    yield _labelled("tradewire_stream_published", "Stream messages published", "stream", m.published)
+    yield _labelled(
+        "tradewire_stream_deliveries", "Stream frames queued to connections", "stream", m.deliveries
+    )
+    yield CounterMetricFamily("tradewire_stream_flushes", "Transport writes of stream batches", m.flushes)
+    yield CounterMetricFamily("tradewire_stream_coalesced", "Frames that shared a write", m.coalesced)
+    yield CounterMetricFamily("tradewire_stream_conflated", "Market data frames conflated", m.conflated)
+    yield _labelled("tradewire_bus_dropped", "Event-bus events dropped", "subscriber", m.bus_dropped)
+    yield _labelled("tradewire_bus_failures", "Event-bus handler failures", "subscriber", m.bus_failures)
+    yield _labelled(
+        "tradewire_bridge_unknown_topics", "Bus topics without a stream", "topic", m.unknown_topics
+    )
+    sizes = m.queue_bytes()
+    queued = GaugeMetricFamily("tradewire_connection_queue_bytes", "Outbound bytes queued", labels=["stat"])
+    queued.add_metric(["max"], max(sizes, default=0))
+    queued.add_metric(["sum"], sum(sizes))
+    yield queued

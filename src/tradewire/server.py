@@ -4,7 +4,8 @@ Orchestration only — no protocol or business logic lives here (DESIGN §2)::
 
     transport (picows engine | ASGI endpoint)
         └─ ConnectionLifecycle ── ConnectionManager (connections, limits)
-              └─ MessageRouter ── handlers (protocol, auth, ...) ── ErrorHandler
+              └─ MessageRouter ── handlers (protocol, auth, subscription, ...) ── ErrorHandler
+    event bus ── EventBridge ── BroadcastProvider ── SubscriptionManager ── connections (Flusher)
 """
 
 from __future__ import annotations
@@ -18,25 +19,31 @@ import structlog
 from tradewire._version import PROTOCOL_VERSION, __version__
 from tradewire.auth.permissions import Permission
 from tradewire.auth.tokens import AuthHandler
+from tradewire.bus.event_bus import EventBus
+from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings
 from tradewire.core.client_utils import parse_networks
 from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.flusher import Flusher
 from tradewire.core.lifecycle import ConnectionLifecycle, ConnectionLimits
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
 from tradewire.handlers.protocol import ProtocolHandler
+from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
-from tradewire.protocol.messages import MessageType
+from tradewire.protocol.messages import MessageType, Stream
+from tradewire.streams.bridge import EventBridge
+from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.subscriptions import SubscriptionManager
 from tradewire.transport.asgi import AsgiEndpoint
 from tradewire.transport.picows_engine import PicowsEngine
 
 # Message types whose component arrives with a later issue; answered with service_unavailable.
 _NOT_YET_SERVED: dict[str, tuple[MessageType, ...]] = {
-    "streams": (MessageType.SUBSCRIBE, MessageType.UNSUBSCRIBE),
     "sessions": (MessageType.SESSION_START, MessageType.SESSION_STOP, MessageType.SESSION_STATUS),
     "collection": (
         MessageType.COLLECTION_START,
@@ -60,7 +67,7 @@ class WebSocketAPIServer:
 
     def __init__(
         self,
-        event_bus: Any = None,
+        event_bus: EventBus | None = None,
         logger: Any = None,
         settings: Settings | None = None,
         host: str | None = None,
@@ -84,7 +91,7 @@ class WebSocketAPIServer:
         }
         base = settings if settings is not None else Settings.load()
         self.settings = base.model_copy(update=overrides) if overrides else base
-        self.event_bus = event_bus
+        self._given_bus = event_bus
         self.controller = controller
         self.logger = logger if logger is not None else structlog.get_logger("tradewire.server")
         self.clock = clock if clock is not None else SystemClock()
@@ -98,6 +105,7 @@ class WebSocketAPIServer:
     def _build(self) -> None:
         s = self.settings
         self.metrics = ServerMetrics()
+        self.flusher = Flusher()
         self.error_handler = ErrorHandler(self.clock)
         self.auth_handler = AuthHandler.from_settings(s)
         self.connection_manager = ConnectionManager(
@@ -115,8 +123,15 @@ class WebSocketAPIServer:
             rate_strikes=s.rate_limit_strikes,
         )
         self.connection_lifecycle = ConnectionLifecycle(
-            self.connection_manager, self.message_router, self.metrics, self.clock, limits, self.features
+            self.connection_manager,
+            self.message_router,
+            self.metrics,
+            self.clock,
+            limits,
+            self.features,
+            self.flusher,
         )
+        self._build_streams()
         self.protocol_handler = ProtocolHandler(self.clock, self.features, s.heartbeat_interval)
         self.auth_message_handler = AuthMessageHandler(
             self.auth_handler,
@@ -135,6 +150,23 @@ class WebSocketAPIServer:
         self.engine = PicowsEngine(self.connection_lifecycle, path=s.ws_path, **transport_options)
         self.fastapi_endpoint = AsgiEndpoint(self.connection_lifecycle, **transport_options)
 
+    def _build_streams(self) -> None:
+        s = self.settings
+        self.subscription_manager = SubscriptionManager(
+            s.max_subscriptions_per_client, s.subscribe_operations_per_hour
+        )
+        self.broadcast_provider = BroadcastProvider(self.subscription_manager, self.metrics, self.clock)
+        self._owns_bus = self._given_bus is None
+        self.event_bus: EventBus = self._given_bus or InMemoryEventBus(self.metrics)
+        self.event_bridge = EventBridge(self.event_bus, self.broadcast_provider, self.metrics)
+        self.subscription_handler = SubscriptionHandler(
+            self.subscription_manager, self.broadcast_provider, self.clock
+        )
+        self.connection_lifecycle.on_close(
+            lambda conn: self.subscription_manager.remove_client(conn.client_id)
+        )
+        self.metrics.queue_bytes = lambda: [conn.queued_bytes() for conn in self.connection_manager]
+
     def _register_message_handlers(self) -> None:
         router, protocol = self.message_router, self.protocol_handler
         router.register(MessageType.AUTH, self.auth_message_handler.handle_auth, requires_auth=False)
@@ -142,6 +174,8 @@ class WebSocketAPIServer:
         router.register(MessageType.HEARTBEAT, protocol.handle_heartbeat, requires_auth=False)
         router.register(MessageType.COMMAND, protocol.handle_command)
         router.register(MessageType.QUERY, protocol.handle_query)
+        router.register(MessageType.SUBSCRIBE, self.subscription_handler.handle_subscribe)
+        router.register(MessageType.UNSUBSCRIBE, self.subscription_handler.handle_unsubscribe)
         protocol.register_command("get_status", self._command_get_status)
         protocol.register_command("health_check", self._command_health_check)
         protocol.register_command("get_stats", self._command_get_stats, Permission.ADMIN)
@@ -170,6 +204,9 @@ class WebSocketAPIServer:
                 "auth.dev_secret", detail="dev mode: JWT secret generated and stored in the data directory"
             )
         self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
+        self.event_bridge.start()
+        if self._owns_bus:
+            await self.event_bus.start()
         self._embedded = True
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -177,6 +214,9 @@ class WebSocketAPIServer:
         if not self._embedded:
             return
         self.engine.stop_accepting()
+        self.event_bridge.stop()
+        if self._owns_bus:
+            await self.event_bus.stop()
         await self.connection_lifecycle.shutdown(timeout)
         if self._keepalive is not None:
             self._keepalive.cancel()
@@ -186,6 +226,15 @@ class WebSocketAPIServer:
         self.is_running = False
         self._embedded = False
         self.logger.info("server.stopped", uptime=round(time.time() - self._started_at, 3))
+
+    async def broadcast_to_subscribers(
+        self, subscription_type: str, data: dict[str, Any], exclude_client: str | None = None
+    ) -> int:
+        """Publish ``data`` on the stream ``subscription_type``; returns connections queued to.
+
+        Encodes once and queues without awaiting any client (the seed awaited each send).
+        """
+        return self.broadcast_provider.publish(Stream(subscription_type), data, exclude_client)
 
     def get_stats(self) -> dict[str, Any]:
         m = self.metrics
@@ -203,6 +252,18 @@ class WebSocketAPIServer:
             "messages": {"in": m.messages_in, "out": m.messages_out},
             "errors": dict(m.errors),
             "closes": {str(code): count for code, count in m.closes.items()},
+            "streams": {
+                stream.value: {
+                    "offset": history.offset,
+                    "epoch": history.epoch,
+                    "history": len(history),
+                    "subscribers": self.subscription_manager.count(stream),
+                    "published": m.published[stream.value],
+                    "deliveries": m.deliveries[stream.value],
+                }
+                for stream, history in self.broadcast_provider.histories.items()
+            },
+            "delivery": {"flushes": m.flushes, "coalesced": m.coalesced, "conflated": m.conflated},
         }
 
     async def health_check(self) -> dict[str, Any]:
@@ -224,7 +285,7 @@ class WebSocketAPIServer:
     # ------------------------------------------------------------------ helpers
     def features(self) -> list[str]:
         """Protocol features this server actually serves (advertised in the welcome)."""
-        return ["heartbeat"]
+        return ["heartbeat", "subscriptions", "recovery"]
 
     @property
     def ws_url(self) -> str:
@@ -253,6 +314,11 @@ class WebSocketAPIServer:
             "client_id": conn.client_id,
             "authenticated": conn.authenticated,
             "user_id": conn.user_id,
+            "address": conn.info.address,
+            "subscriptions": [
+                sub.stream.value for sub in self.subscription_manager.of_client(conn.client_id)
+            ],
+            "conflated": conn.conflated,
             "connections": len(self.connection_manager),
             "uptime_seconds": round(time.time() - self._started_at, 3),
         }

@@ -12,6 +12,8 @@ from tradewire.auth.tokens import AuthHandler
 from tradewire.core.client_utils import ClientInfo, client_address, origin_allowed, parse_networks
 from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.flusher import Flusher
+from tradewire.core.frames import Frame
 from tradewire.core.limits import TokenBucket
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler, RequestError
@@ -28,9 +30,15 @@ class MemoryOutbound:
         self.closed_with: tuple[int, str] | None = None
         self.backlog = 0
         self.pings = 0
+        self.writes = 0
 
     def write(self, payload: bytes) -> None:
         self.frames.append(json.loads(payload))
+
+    def write_frames(self, frames: list[Frame]) -> None:
+        self.writes += 1
+        for frame in frames:
+            self.write(frame.payload)
 
     def buffered(self) -> int:
         return self.backlog
@@ -49,6 +57,7 @@ def make_conn(clock: ManualClock, metrics: ServerMetrics, **limits: Any) -> tupl
         ClientInfo("127.0.0.1", "", None, "/ws"),
         out,
         metrics,
+        flusher=Flusher(),
         queue_limit=limits.get("queue_limit", 1024),
         rate=TokenBucket(limits.get("rate", 1.0), limits.get("burst", 3), clock.monotonic()),
         strikes=TokenBucket(0.1, limits.get("strikes", 2), clock.monotonic()),

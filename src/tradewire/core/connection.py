@@ -4,9 +4,12 @@ A transport adapter (picows engine, ASGI endpoint) implements :class:`Outbound` 
 messages to the router; everything else — limits, authentication state, the outbound bound —
 lives here, so the whole protocol is testable without a socket.
 
-Outbound contract: ``send()`` never blocks and never awaits. Frames go to the transport's write
-buffer at once; if the bytes waiting in user space exceed the connection's bound, the connection
-is closed with 4008 (slow consumer) instead of growing without limit.
+Outbound contract: nothing here blocks or awaits. Direct replies (``send``) go to the transport's
+write buffer at once; stream frames (``queue_frame``) are batched and written by the
+:class:`~tradewire.core.flusher.Flusher` once per loop iteration. If the bytes waiting in user
+space exceed the connection's bound, the connection is closed with 4008 (slow consumer) instead
+of growing without limit. While the transport is paused (its buffer is above the high-water
+mark), conflatable frames (market data) are held back, keeping only the newest per symbol.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, Protocol
 
 from tradewire.auth.tokens import Principal
 from tradewire.core.client_utils import ClientInfo
+from tradewire.core.flusher import Flusher
+from tradewire.core.frames import Frame
 from tradewire.core.limits import TokenBucket
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode
@@ -27,6 +32,10 @@ class Outbound(Protocol):
 
     def write(self, payload: bytes) -> None:
         """Queue one text frame (UTF-8 JSON) for sending, without blocking."""
+        ...
+
+    def write_frames(self, frames: list[Frame]) -> None:
+        """Queue several encoded stream frames, in order, with one write if the transport can."""
         ...
 
     def buffered(self) -> int:
@@ -46,17 +55,22 @@ class Connection:
     """State of one connected client."""
 
     __slots__ = (
+        "_flusher",
         "_metrics",
         "_outbound",
         "_queue_limit",
+        "batch",
         "client_id",
         "close_code",
         "closed",
+        "conflated",
         "expiry_timers",
+        "held",
         "inflight",
         "info",
         "last_seen",
         "opened_at",
+        "paused",
         "pending",
         "pinged_at",
         "principal",
@@ -72,6 +86,7 @@ class Connection:
         outbound: Outbound,
         metrics: ServerMetrics,
         *,
+        flusher: Flusher,
         queue_limit: int,
         rate: TokenBucket,
         strikes: TokenBucket,
@@ -81,6 +96,7 @@ class Connection:
         self.info = info
         self._outbound = outbound
         self._metrics = metrics
+        self._flusher = flusher
         self._queue_limit = queue_limit  # bytes allowed in the transport's user-space buffer
         self.rate = rate  # message budget (DESIGN §3.7)
         self.strikes = strikes  # budget of rate-limit violations before 4029
@@ -94,6 +110,10 @@ class Connection:
         self.pending: deque[Any] = deque()  # async requests waiting for an inflight slot
         self.tasks: set[asyncio.Task[None]] = set()
         self.expiry_timers: list[asyncio.TimerHandle] = []
+        self.batch: list[Frame] = []  # stream frames waiting for this iteration's flush
+        self.held: dict[object, Frame] = {}  # conflated frames held while paused, by key
+        self.paused = False  # the transport's buffer is above its high-water mark
+        self.conflated = 0  # frames replaced by a newer one for the same key
 
     @property
     def authenticated(self) -> bool:
@@ -114,6 +134,53 @@ class Connection:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
         return True
+
+    def queue_frame(self, frame: Frame) -> None:
+        """Add a stream frame to the next flush (or hold it, conflated, while paused)."""
+        if self.closed:
+            return
+        if self.paused and frame.key is not None:
+            if frame.key in self.held:
+                self.conflated += 1
+                self._metrics.conflated += 1
+            self.held[frame.key] = frame
+            return
+        batch = self.batch
+        batch.append(frame)
+        if len(batch) == 1:
+            self._flusher.mark(self)
+
+    def flush(self) -> None:
+        """Write the batch with one transport write; enforce the outbound bound."""
+        batch = self.batch
+        if not batch:
+            return
+        self.batch = []
+        if self.closed:
+            return
+        outbound = self._outbound
+        outbound.write_frames(batch)
+        metrics = self._metrics
+        metrics.messages_out += len(batch)
+        metrics.flushes += 1
+        if len(batch) > 1:
+            metrics.coalesced += len(batch) - 1
+        if outbound.buffered() > self._queue_limit:
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """The transport drained below its low-water mark: release held frames in offset order."""
+        self.paused = False
+        if self.held and not self.closed:
+            held = sorted(self.held.values(), key=_offset)
+            self.held.clear()
+            was_empty = not self.batch
+            self.batch.extend(held)
+            if was_empty:
+                self._flusher.mark(self)
 
     def close(self, code: CloseCode, reason: str) -> None:
         """Close from the server side with a registered code; idempotent."""
@@ -136,6 +203,8 @@ class Connection:
         for task in self.tasks:
             task.cancel()
         self.pending.clear()
+        self.batch.clear()
+        self.held.clear()
 
     def cancel_timers(self) -> None:
         for timer in self.expiry_timers:
@@ -144,3 +213,7 @@ class Connection:
 
     def queued_bytes(self) -> int:
         return self._outbound.buffered()
+
+
+def _offset(frame: Frame) -> int:
+    return frame.offset

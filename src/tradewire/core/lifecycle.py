@@ -21,6 +21,7 @@ from tradewire.clock import Clock
 from tradewire.core.client_utils import ClientInfo
 from tradewire.core.connection import Connection, Outbound
 from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.flusher import Flusher
 from tradewire.core.limits import TokenBucket
 from tradewire.core.router import MessageRouter
 from tradewire.metrics import ServerMetrics
@@ -61,14 +62,21 @@ class ConnectionLifecycle:
         clock: Clock,
         limits: ConnectionLimits,
         features: Callable[[], list[str]],
+        flusher: Flusher,
     ) -> None:
         self._connections = connections
+        self._flusher = flusher
+        self._on_close: list[Callable[[Connection], object]] = []
         self._router = router
         self._metrics = metrics
         self._clock = clock
         self.limits = limits
         self._features = features
         self._log = structlog.get_logger("tradewire.lifecycle")
+
+    def on_close(self, callback: Callable[[Connection], object]) -> None:
+        """Run ``callback(conn)`` when a connection is gone (e.g. drop its subscriptions)."""
+        self._on_close.append(callback)
 
     # ------------------------------------------------------------------ transport callbacks
     def open(self, outbound: Outbound, info: ClientInfo) -> Connection | None:
@@ -103,6 +111,8 @@ class ConnectionLifecycle:
         """The transport is gone; release everything the connection held."""
         conn.mark_closed()
         if self._connections.remove(conn):
+            for callback in self._on_close:
+                callback(conn)
             self._log.info(
                 "connection.closed",
                 client_id=conn.client_id,
@@ -148,6 +158,7 @@ class ConnectionLifecycle:
             info=info,
             outbound=outbound,
             metrics=self._metrics,
+            flusher=self._flusher,
             queue_limit=limits.outbound_queue_bytes,
             rate=TokenBucket(limits.rate_per_minute / 60.0, limits.rate_burst, now),
             strikes=TokenBucket(limits.rate_strikes / 60.0, limits.rate_strikes, now),

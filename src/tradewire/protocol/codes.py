@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
     CONNECTION_LIMIT_EXCEEDED = "connection_limit_exceeded"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    SUBSCRIPTION_LIMIT_EXCEEDED = "subscription_limit_exceeded"
     SERVICE_UNAVAILABLE = "service_unavailable"
     MISSING_PARAMETERS = "missing_parameters"
     SESSION_CONFLICT = "session_conflict"
@@ -72,6 +73,11 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
     ErrorCode.RATE_LIMIT_EXCEEDED: CodeInfo(
         "The connection's token bucket is empty; the message was not processed.",
         "Wait `details.retry_after` seconds. Persisting closes the connection with 4029.",
+    ),
+    ErrorCode.SUBSCRIPTION_LIMIT_EXCEEDED: CodeInfo(
+        "Too many subscriptions (100 per client, a symbol list counting one per symbol) or too many "
+        "subscribe operations (50 per hour).",
+        "Unsubscribe first, or wait `details.retry_after` seconds.",
     ),
     ErrorCode.SERVICE_UNAVAILABLE: CodeInfo(
         "The component that serves this message is not available in this server.", "Retry later."

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tradewire.core.client_utils import Network, client_info, origin_allowed
 from tradewire.core.connection import Connection
+from tradewire.core.frames import Frame
 from tradewire.core.lifecycle import ConnectionLifecycle
 from tradewire.protocol.codes import CloseCode
 
@@ -42,6 +43,10 @@ class AsgiOutbound:
         self._queue.append(payload)
         self._bytes += len(payload)
         self._wake.set()
+
+    def write_frames(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            self.write(frame.payload)
 
     def buffered(self) -> int:
         return self._bytes

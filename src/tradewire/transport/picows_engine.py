@@ -25,6 +25,7 @@ from picows import (
 
 from tradewire.core.client_utils import Network, client_info, origin_allowed
 from tradewire.core.connection import Connection
+from tradewire.core.frames import Frame
 from tradewire.core.lifecycle import ConnectionLifecycle
 from tradewire.protocol.codes import CloseCode
 
@@ -49,6 +50,13 @@ class PicowsOutbound:
 
     def write(self, payload: bytes) -> None:
         self._transport.send(WSMsgType.TEXT, payload)
+
+    def write_frames(self, frames: list[Frame]) -> None:
+        raw = self._raw
+        if len(frames) == 1:
+            raw.write(frames[0].wire)
+        else:
+            raw.write(b"".join([frame.wire for frame in frames]))
 
     def buffered(self) -> int:
         return self._raw.get_write_buffer_size()
@@ -125,6 +133,14 @@ class _Listener(WSListener):
         if frame.fin:
             self._fragments = None
             self._engine.lifecycle.receive(conn, bytes(fragments))
+
+    def pause_writing(self) -> None:
+        if self._conn is not None:
+            self._conn.pause()
+
+    def resume_writing(self) -> None:
+        if self._conn is not None:
+            self._conn.resume()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if self._conn is not None:

@@ -1,0 +1,1 @@
+"""Streams: catalog, subscriptions with filters, history with offsets, encode-once fan-out."""

@@ -1,0 +1,123 @@
+"""Encode once, fan out bytes (DESIGN §5.1).
+
+``publish(stream, data)`` assigns the stream's next offset, encodes the ``data`` envelope once,
+keeps the frame in the stream's bounded history, and queues the same :class:`Frame` object to
+every matching connection. Nothing is awaited and nothing is written here: connections batch
+their frames and the flusher writes each batch with one transport write in the next loop
+iteration. Order per stream is the publish order; a client gets each offset at most once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tradewire.clock import Clock
+from tradewire.core.frames import Frame
+from tradewire.metrics import ServerMetrics
+from tradewire.protocol.messages import Stream
+from tradewire.streams.catalog import CATALOG, StreamSpec
+from tradewire.streams.history import StreamHistory
+from tradewire.streams.subscriptions import Subscription, SubscriptionManager
+
+HistoryLimits = dict[Stream, tuple[int, float]]
+
+
+class BroadcastProvider:
+    """Offsets, history, latest values and fan-out for every stream."""
+
+    def __init__(
+        self,
+        subscriptions: SubscriptionManager,
+        metrics: ServerMetrics,
+        clock: Clock,
+        history_limits: HistoryLimits | None = None,
+    ) -> None:
+        self._subscriptions = subscriptions
+        self._metrics = metrics
+        self._clock = clock
+        limits = history_limits or {}
+        self.histories: dict[Stream, StreamHistory] = {
+            stream: StreamHistory(*limits.get(stream, (spec.history_size, spec.history_seconds)))
+            for stream, spec in CATALOG.items()
+        }
+        self._latest: dict[Stream, dict[str, Frame]] = {
+            s: {} for s, spec in CATALOG.items() if spec.latest_on_subscribe
+        }
+
+    def publish(self, stream: Stream, data: dict[str, Any], exclude_client: str | None = None) -> int:
+        """Publish one message; returns the number of connections it was queued to."""
+        history = self.histories[stream]
+        offset = history.next_offset()
+        envelope = {
+            "type": "data",
+            "stream": stream.value,
+            "data": data,
+            "offset": offset,
+            "epoch": history.epoch,
+            "timestamp": self._clock.iso_now(),
+        }
+        symbol = data.get("symbol")
+        spec = CATALOG[stream]
+        key = (stream, symbol) if spec.conflatable and isinstance(symbol, str) else None
+        frame = Frame(orjson.dumps(envelope), offset, key)
+        history.append(offset, frame, self._clock.monotonic())
+        latest = self._latest.get(stream)
+        if latest is not None and isinstance(symbol, str):
+            latest[symbol] = frame
+        delivered = 0
+        for sub in self._subscriptions.recipients(stream, symbol):
+            conn = sub.conn
+            if conn.closed or conn.client_id == exclude_client or not sub.filter.matches(data):
+                continue
+            conn.queue_frame(frame)
+            sub.last_offset = offset
+            delivered += 1
+        self._metrics.published[stream.value] += 1
+        self._metrics.deliveries[stream.value] += delivered
+        return delivered
+
+    def position(self, stream: Stream) -> tuple[int, str]:
+        """The stream's current (newest) offset and its epoch."""
+        history = self.histories[stream]
+        return history.offset, history.epoch
+
+    def send_latest(self, sub: Subscription) -> int:
+        """Queue the last message per matching symbol to a new subscriber; returns how many."""
+        latest = self._latest.get(sub.stream)
+        if not latest:
+            return 0
+        symbols = sub.filter.symbols
+        frames = [frame for symbol, frame in latest.items() if symbols is None or symbol in symbols]
+        frames.sort(key=_offset)
+        for frame in frames:
+            sub.conn.queue_frame(frame)
+            sub.last_offset = max(sub.last_offset, frame.offset)
+        return len(frames)
+
+    def replay(self, sub: Subscription, after_offset: int, epoch: str) -> bool:
+        """Queue the stream's messages after ``after_offset`` that match ``sub``'s filter.
+
+        False (nothing queued) when the epoch differs or history no longer reaches back.
+        """
+        history = self.histories[sub.stream]
+        if epoch != history.epoch:
+            return False
+        frames = history.since(after_offset, self._clock.monotonic())
+        if frames is None:
+            return False
+        symbols = sub.filter.symbols
+        for frame in frames:
+            data = orjson.loads(frame.payload)["data"]
+            if (symbols is None or data.get("symbol") in symbols) and sub.filter.matches(data):
+                sub.conn.queue_frame(frame)
+        sub.last_offset = max(sub.last_offset, history.offset)
+        return True
+
+    def spec(self, stream: Stream) -> StreamSpec:
+        return CATALOG[stream]
+
+
+def _offset(frame: Frame) -> int:
+    return frame.offset

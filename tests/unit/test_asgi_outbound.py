@@ -1,0 +1,81 @@
+"""The ASGI adapter's outbound queue: bounded, non-blocking, closes 4008 behind a stuck send."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from starlette.websockets import WebSocket
+
+from tradewire import ManualClock
+from tradewire.core.client_utils import ClientInfo
+from tradewire.core.connection import Connection
+from tradewire.core.flusher import Flusher
+from tradewire.core.frames import Frame
+from tradewire.core.limits import TokenBucket
+from tradewire.metrics import ServerMetrics
+from tradewire.transport.asgi import AsgiOutbound
+
+
+class StuckWebSocket:
+    """A peer that accepts the first frame and then never lets another send complete."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed_with: int | None = None
+        self.release = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+        if len(self.sent) > 1:
+            await self.release.wait()
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = code
+
+
+async def test_queue_over_bound_closes_4008_without_blocking_the_sender() -> None:
+    peer = StuckWebSocket()
+    outbound = AsgiOutbound(cast(WebSocket, peer))
+    clock, metrics = ManualClock(), ServerMetrics()
+    conn = Connection(
+        "c_asgi",
+        ClientInfo("127.0.0.1", "", None, "/ws"),
+        outbound,
+        metrics,
+        flusher=Flusher(),
+        queue_limit=10_000,
+        rate=TokenBucket(1, 1, 0),
+        strikes=TokenBucket(1, 1, 0),
+        now=clock.monotonic(),
+    )
+    payload = b'{"pad":"' + b"x" * 1000 + b'"}'
+    sent: list[Any] = []
+    for _ in range(30):
+        sent.append(conn.send(payload))  # returns at once even though the peer is stuck
+        await asyncio.sleep(0)
+    assert conn.close_code == 4008
+    assert False in sent
+    assert metrics.closes[4008] == 1
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert peer.closed_with == 4008
+    assert outbound.buffered() == 0
+    conn.queue_frame(Frame(b"{}", 1))
+    await outbound.aclose()
+
+
+async def test_frames_are_sent_in_order() -> None:
+    peer = StuckWebSocket()
+    peer.release.set()
+    outbound = AsgiOutbound(cast(WebSocket, peer))
+    outbound.write_frames([Frame(b'{"n":1}', 1), Frame(b'{"n":2}', 2)])
+    outbound.write(b'{"n":3}')
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert peer.sent == ['{"n":1}', '{"n":2}', '{"n":3}']
+    outbound.close(1000, "bye")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert peer.closed_with == 1000
+    await outbound.aclose()
