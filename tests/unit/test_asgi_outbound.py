@@ -12,7 +12,7 @@ from tradewire.core.client_utils import ClientInfo
 from tradewire.core.connection import Connection
 from tradewire.core.flusher import Flusher
 from tradewire.core.frames import Frame
-from tradewire.core.limits import TokenBucket
+from tradewire.core.limits import RateLimiter
 from tradewire.metrics import ServerMetrics
 from tradewire.transport.asgi import AsgiOutbound
 
@@ -45,8 +45,8 @@ async def test_queue_over_bound_closes_4008_without_blocking_the_sender() -> Non
         metrics,
         flusher=Flusher(),
         queue_limit=10_000,
-        rate=TokenBucket(1, 1, 0),
-        strikes=TokenBucket(1, 1, 0),
+        rate=RateLimiter(1, 1),
+        strikes=RateLimiter(1, 1),
         now=clock.monotonic(),
     )
     payload = b'{"pad":"' + b"x" * 1000 + b'"}'

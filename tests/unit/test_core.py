@@ -14,7 +14,7 @@ from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
 from tradewire.core.flusher import Flusher
 from tradewire.core.frames import Frame
-from tradewire.core.limits import TokenBucket
+from tradewire.core.limits import RateLimiter, TokenBucket
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler, RequestError
 from tradewire.metrics import ServerMetrics
@@ -43,6 +43,9 @@ class MemoryOutbound:
     def buffered(self) -> int:
         return self.backlog
 
+    def set_flow_control(self, high_water: int, on_pause: Any, on_resume: Any) -> None:
+        self.high_water = high_water
+
     def close(self, code: int, reason: str) -> None:
         self.closed_with = (code, reason)
 
@@ -59,8 +62,8 @@ def make_conn(clock: ManualClock, metrics: ServerMetrics, **limits: Any) -> tupl
         metrics,
         flusher=Flusher(),
         queue_limit=limits.get("queue_limit", 1024),
-        rate=TokenBucket(limits.get("rate", 1.0), limits.get("burst", 3), clock.monotonic()),
-        strikes=TokenBucket(0.1, limits.get("strikes", 2), clock.monotonic()),
+        rate=RateLimiter(limits.get("rate", 1.0), limits.get("burst", 3)),
+        strikes=RateLimiter(0.1, limits.get("strikes", 2)),
         now=clock.monotonic(),
     )
     return conn, out
@@ -100,16 +103,27 @@ def test_token_bucket_allows_burst_then_refills_at_rate() -> None:
     assert bucket.take(100.0) and bucket.take(100.0) and not bucket.take(100.0)
 
 
+def test_rate_limiter_allows_burst_then_the_sustained_rate() -> None:
+    limiter = RateLimiter(rate=2.0, burst=3)
+    assert [limiter.allow(10.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.retry_after(10.0) == pytest.approx(0.5)
+    assert limiter.allow(10.5)
+    assert not limiter.allow(10.5)
+    assert [limiter.allow(100.0) for _ in range(4)] == [True, True, True, False]  # burst, not more
+
+
 def test_router_replies_with_id_and_timestamp(
     router: MessageRouter, clock: ManualClock, metrics: ServerMetrics
 ) -> None:
-    conn, out = make_conn(clock, metrics)
+    conn, out = make_conn(clock, metrics, burst=100, rate=100.0)
     router.handle(conn, b'{"type":"heartbeat","id":"x1"}')
     assert out.frames[0]["status"] == "pong"
     assert out.frames[0]["id"] == "x1"
     assert out.frames[0]["timestamp"].endswith("Z")
     assert metrics.messages_in == 1
-    assert metrics.latency["heartbeat"].counts != [0] * len(metrics.latency["heartbeat"].counts)
+    for _ in range(63):
+        router.handle(conn, b'{"type":"heartbeat"}')
+    assert sum(metrics.latency["heartbeat"].counts) == 1  # sync handlers are timed 1 in 64
 
 
 def test_router_turns_request_errors_into_envelopes(
@@ -160,9 +174,11 @@ def test_send_over_the_queue_bound_closes_4008(clock: ManualClock, metrics: Serv
     conn, out = make_conn(clock, metrics, queue_limit=100)
     assert conn.send(b'{"n":1}')
     out.backlog = 101
-    assert not conn.send(b'{"n":2}')
-    assert out.closed_with == (CloseCode.SLOW_CONSUMER, "slow consumer")
+    assert conn.send(b'{"n":2}')  # the bound is checked once the transport reports backpressure
+    conn.pause()
     assert not conn.send(b'{"n":3}')
+    assert out.closed_with == (CloseCode.SLOW_CONSUMER, "slow consumer")
+    assert not conn.send(b'{"n":4}')
     assert metrics.closes[4008] == 1
 
 

@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tradewire.auth.tokens import Principal
 from tradewire.core.client_utils import ClientInfo
 from tradewire.core.flusher import Flusher
 from tradewire.core.frames import Frame
-from tradewire.core.limits import TokenBucket
+from tradewire.core.limits import RateLimiter
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode
+
+HIGH_WATER = 64 * 1024  # bytes queued before a transport reports backpressure
 
 
 class Outbound(Protocol):
     """What the core needs from a transport."""
 
-    def write(self, payload: bytes) -> None:
-        """Queue one text frame (UTF-8 JSON) for sending, without blocking."""
-        ...
+    # Queue one text frame (UTF-8 JSON) for sending, without blocking. An attribute rather than
+    # a method so a transport can hand over its fastest callable (picows: a partial of send).
+    write: Callable[[bytes], None]
 
     def write_frames(self, frames: list[Frame]) -> None:
         """Queue several encoded stream frames, in order, with one write if the transport can."""
@@ -40,6 +43,12 @@ class Outbound(Protocol):
 
     def buffered(self) -> int:
         """Bytes queued in user space and not yet handed to the kernel."""
+        ...
+
+    def set_flow_control(
+        self, high_water: int, on_pause: Callable[[], None], on_resume: Callable[[], None]
+    ) -> None:
+        """Call ``on_pause`` when more than ``high_water`` bytes are queued, ``on_resume`` once drained."""
         ...
 
     def close(self, code: int, reason: str) -> None:
@@ -55,10 +64,12 @@ class Connection:
     """State of one connected client."""
 
     __slots__ = (
+        "_buffered",
         "_flusher",
         "_metrics",
         "_outbound",
         "_queue_limit",
+        "_write",
         "batch",
         "client_id",
         "close_code",
@@ -88,13 +99,15 @@ class Connection:
         *,
         flusher: Flusher,
         queue_limit: int,
-        rate: TokenBucket,
-        strikes: TokenBucket,
+        rate: RateLimiter,
+        strikes: RateLimiter,
         now: float,
     ) -> None:
         self.client_id = client_id
         self.info = info
         self._outbound = outbound
+        self._write = outbound.write
+        self._buffered = outbound.buffered
         self._metrics = metrics
         self._flusher = flusher
         self._queue_limit = queue_limit  # bytes allowed in the transport's user-space buffer
@@ -114,6 +127,8 @@ class Connection:
         self.held: dict[object, Frame] = {}  # conflated frames held while paused, by key
         self.paused = False  # the transport's buffer is above its high-water mark
         self.conflated = 0  # frames replaced by a newer one for the same key
+        # The bound is checked only while paused (cheaper per send); pausing starts early enough.
+        outbound.set_flow_control(min(HIGH_WATER, queue_limit // 2), self.pause, self.resume)
 
     @property
     def authenticated(self) -> bool:
@@ -127,10 +142,9 @@ class Connection:
         """Queue one encoded frame; False if closed or if this send overflowed the bound."""
         if self.closed:
             return False
-        outbound = self._outbound
-        outbound.write(payload)
+        self._write(payload)
         self._metrics.messages_out += 1
-        if outbound.buffered() > self._queue_limit:
+        if self.paused and self._buffered() > self._queue_limit:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
         return True
@@ -165,7 +179,7 @@ class Connection:
         metrics.flushes += 1
         if len(batch) > 1:
             metrics.coalesced += len(batch) - 1
-        if outbound.buffered() > self._queue_limit:
+        if self.paused and outbound.buffered() > self._queue_limit:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def pause(self) -> None:

@@ -22,7 +22,7 @@ from tradewire.core.client_utils import ClientInfo
 from tradewire.core.connection import Connection, Outbound
 from tradewire.core.connection_manager import ConnectionManager
 from tradewire.core.flusher import Flusher
-from tradewire.core.limits import TokenBucket
+from tradewire.core.limits import RateLimiter
 from tradewire.core.router import MessageRouter
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode
@@ -98,10 +98,10 @@ class ConnectionLifecycle:
         self._metrics.rejected[reason] += 1
         self._log.warning("connection.rejected", reason=reason)
 
-    def receive(self, conn: Connection, data: bytes) -> None:
-        """One complete inbound text message."""
-        conn.last_seen = self._clock.monotonic()
-        self._router.handle(conn, data)
+    @property
+    def router(self) -> MessageRouter:
+        """Transports hand complete inbound messages to ``router.handle(conn, data)``."""
+        return self._router
 
     def touch(self, conn: Connection) -> None:
         """A control frame (ping/pong) arrived: the client is alive."""
@@ -160,8 +160,8 @@ class ConnectionLifecycle:
             metrics=self._metrics,
             flusher=self._flusher,
             queue_limit=limits.outbound_queue_bytes,
-            rate=TokenBucket(limits.rate_per_minute / 60.0, limits.rate_burst, now),
-            strikes=TokenBucket(limits.rate_strikes / 60.0, limits.rate_strikes, now),
+            rate=RateLimiter(limits.rate_per_minute / 60.0, limits.rate_burst),
+            strikes=RateLimiter(limits.rate_strikes / 60.0, limits.rate_strikes),
             now=now,
         )
 

@@ -1,13 +1,40 @@
-"""Token buckets: sustained rate with bursts (DESIGN §3.7), not a fixed window."""
+"""Rate limits: sustained rate with bursts (DESIGN §3.7), not a fixed window.
+
+:class:`RateLimiter` is the per-message check (GCRA: one comparison and one addition per call);
+:class:`TokenBucket` serves the rarer checks that spend other amounts. Time is passed in by the
+caller (a monotonic reading), so both are pure and testable.
+"""
 
 from __future__ import annotations
 
 
-class TokenBucket:
-    """``capacity`` tokens, refilled at ``rate`` per second; one token per message.
+class RateLimiter:
+    """Generic cell rate algorithm: ``rate`` per second sustained, ``burst`` at once.
 
-    Time is passed in by the caller (a monotonic reading), so the bucket is pure and testable.
+    :meth:`MessageRouter.handle` inlines :meth:`allow` (same three lines) for every message.
     """
+
+    __slots__ = ("interval", "tat", "tolerance")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.interval = 1.0 / rate
+        self.tolerance = self.interval * (burst - 1)  # how far ahead of now the schedule may run
+        self.tat = 0.0  # theoretical arrival time of the next conforming message
+
+    def allow(self, now: float) -> bool:
+        tat = self.tat if self.tat > now else now
+        if tat - now > self.tolerance:
+            return False
+        self.tat = tat + self.interval
+        return True
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until the next message would be allowed."""
+        return max(0.0, self.tat - self.tolerance - now)
+
+
+class TokenBucket:
+    """``capacity`` tokens, refilled at ``rate`` per second."""
 
     __slots__ = ("_stamp", "_tokens", "capacity", "rate")
 

@@ -34,6 +34,7 @@ class ProtocolHandler:
 
     def __init__(self, clock: Clock, features: Callable[[], list[str]], heartbeat_interval: float) -> None:
         self._clock = clock
+        self._iso_now = clock.iso_now
         self._features = features
         self._heartbeat_interval = heartbeat_interval
         self._commands: dict[str, _Entry] = {}
@@ -52,7 +53,8 @@ class ProtocolHandler:
         return sorted(self._queries)
 
     def handle_heartbeat(self, conn: Connection, message: Heartbeat) -> dict[str, Any]:
-        return {"type": "status", "status": "pong", "server_time": self._clock.iso_now()}
+        now = self._iso_now()
+        return {"type": "status", "status": "pong", "server_time": now, "timestamp": now}
 
     def handle_handshake(self, conn: Connection, message: Handshake) -> dict[str, Any]:
         features = self._features()

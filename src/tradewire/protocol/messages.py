@@ -72,7 +72,7 @@ class ResultsRequestType(StrEnum):
     COLLECTION_LIST = "collection_list"
 
 
-class Message(msgspec.Struct, tag_field="type", kw_only=True):
+class Message(msgspec.Struct, tag_field="type", kw_only=True, gc=False):
     """Base of all client messages: ``id`` is echoed on the direct reply only."""
 
     id: RequestId | None = None

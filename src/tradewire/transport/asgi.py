@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -36,17 +37,32 @@ class AsgiOutbound:
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._writer = asyncio.get_running_loop().create_task(self._drain())
+        self.write: Callable[[bytes], None] = self._enqueue
+        self._high_water = 64 * 1024
+        self._paused = False
+        self._on_pause: Callable[[], None] | None = None
+        self._on_resume: Callable[[], None] | None = None
 
-    def write(self, payload: bytes) -> None:
+    def set_flow_control(
+        self, high_water: int, on_pause: Callable[[], None], on_resume: Callable[[], None]
+    ) -> None:
+        self._high_water = high_water
+        self._on_pause = on_pause
+        self._on_resume = on_resume
+
+    def _enqueue(self, payload: bytes) -> None:
         if self._close is not None:
             return
         self._queue.append(payload)
         self._bytes += len(payload)
         self._wake.set()
+        if self._bytes > self._high_water and not self._paused and self._on_pause is not None:
+            self._paused = True
+            self._on_pause()
 
     def write_frames(self, frames: list[Frame]) -> None:
         for frame in frames:
-            self.write(frame.payload)
+            self._enqueue(frame.payload)
 
     def buffered(self) -> int:
         return self._bytes
@@ -87,12 +103,19 @@ class AsgiOutbound:
                     payload = self._queue.popleft()
                     self._bytes -= len(payload)
                     await self._ws.send_text(payload.decode())
+                    if self._paused and self._bytes <= self._high_water // 4:
+                        self._resume()
                 if self._close is not None:
                     await self._send_close()
                     return
         except _SEND_ERRORS as exc:
             # The peer vanished mid-send; the receive loop sees the disconnect and cleans up.
             _log.debug("asgi.writer_stopped", error=type(exc).__name__)
+
+    def _resume(self) -> None:
+        self._paused = False
+        if self._on_resume is not None:
+            self._on_resume()
 
     async def _send_close(self) -> None:
         assert self._close is not None
@@ -148,4 +171,4 @@ class AsgiEndpoint:
             if len(data) > self._max_message_size:
                 conn.close(CloseCode.MESSAGE_TOO_BIG, "message too big")
             elif not conn.closed:
-                self._lifecycle.receive(conn, data)
+                self._lifecycle.router.handle(conn, data)

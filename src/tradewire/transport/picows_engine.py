@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 from picows import (
@@ -42,14 +43,12 @@ def _abort(transport: WSTransport) -> None:
 class PicowsOutbound:
     """:class:`~tradewire.core.connection.Outbound` over a picows transport."""
 
-    __slots__ = ("_raw", "_transport")
+    __slots__ = ("_raw", "_transport", "write")
 
     def __init__(self, transport: WSTransport) -> None:
         self._transport = transport
         self._raw = transport.underlying_transport
-
-    def write(self, payload: bytes) -> None:
-        self._transport.send(WSMsgType.TEXT, payload)
+        self.write: Callable[[bytes], None] = partial(transport.send, WSMsgType.TEXT)
 
     def write_frames(self, frames: list[Frame]) -> None:
         raw = self._raw
@@ -60,6 +59,12 @@ class PicowsOutbound:
 
     def buffered(self) -> int:
         return self._raw.get_write_buffer_size()
+
+    def set_flow_control(
+        self, high_water: int, on_pause: Callable[[], None], on_resume: Callable[[], None]
+    ) -> None:
+        """picows reports backpressure to the listener (``pause_writing``), which calls the connection."""
+        self._raw.set_write_buffer_limits(high=high_water)
 
     def close(self, code: int, reason: str) -> None:
         """Close frame, then a graceful disconnect that flushes what is queued before it.
@@ -82,10 +87,11 @@ class PicowsOutbound:
 class _Listener(WSListener):
     """One connection's picows callbacks."""
 
-    __slots__ = ("_conn", "_engine", "_fragments", "_request")
+    __slots__ = ("_conn", "_engine", "_fragments", "_handle", "_request")
 
     def __init__(self, engine: PicowsEngine, request: WSUpgradeRequest) -> None:
         self._engine = engine
+        self._handle = engine.router.handle
         self._request = request
         self._conn: Connection | None = None
         self._fragments: bytearray | None = None
@@ -108,7 +114,7 @@ class _Listener(WSListener):
         msg_type = frame.msg_type
         if msg_type in _DATA_FRAMES:
             if frame.fin:
-                self._engine.lifecycle.receive(conn, frame.get_payload_as_bytes())
+                self._handle(conn, frame.get_payload_as_bytes())
             else:
                 self._fragments = bytearray(frame.get_payload_as_memoryview())
         elif msg_type == WSMsgType.CONTINUATION:
@@ -132,7 +138,7 @@ class _Listener(WSListener):
             return
         if frame.fin:
             self._fragments = None
-            self._engine.lifecycle.receive(conn, bytes(fragments))
+            self._handle(conn, bytes(fragments))
 
     def pause_writing(self) -> None:
         if self._conn is not None:
@@ -161,6 +167,7 @@ class PicowsEngine:
         trusted_proxies: tuple[Network, ...],
     ) -> None:
         self.lifecycle = lifecycle
+        self.router = lifecycle.router
         self.path = path
         self.max_message_size = max_message_size
         self.allowed_origins = allowed_origins
