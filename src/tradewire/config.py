@@ -78,6 +78,15 @@ class Settings(BaseSettings):
     # Storage / cluster
     data_dir: Path = Path("data")
     redis_url: str = ""
+    redis_prefix: str = "tradewire:"  # namespace of every Redis key (one per deployment)
+    stream_history_size: int | None = Field(None, ge=0)  # overrides the catalog's per-stream counts
+
+    # Reconnect (DESIGN §3.5)
+    session_ttl: float = Field(3600.0, gt=0)
+    session_cleanup_interval: float = Field(300.0, gt=0)
+    max_saved_sessions: int = Field(100_000, ge=1)
+    reconnect_attempts_per_minute: float = Field(10.0, gt=0)
+    reconnect_burst: int = Field(10, ge=1)
 
     # Limits (DESIGN §3.7)
     max_connections: int = Field(1000, ge=1)

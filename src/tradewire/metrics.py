@@ -70,6 +70,7 @@ class ServerMetrics:
         self.bus_dropped: Counter[str] = Counter()  # event-bus events dropped, by subscriber
         self.bus_failures: Counter[str] = Counter()  # event-bus handler exceptions, by subscriber
         self.unknown_topics: Counter[str] = Counter()  # bus topics with no stream, by topic
+        self.reconnects: Counter[str] = Counter()  # reconnect attempts by result
         self.queue_bytes: Callable[[], list[int]] = list  # per-connection queued bytes, at scrape
 
     def observe_latency(self, message_type: str, seconds: float) -> None:
@@ -141,6 +142,7 @@ def _stream_metrics(m: ServerMetrics) -> Iterator[Metric]:
     yield _labelled(
         "tradewire_bridge_unknown_topics", "Bus topics without a stream", "topic", m.unknown_topics
     )
+    yield _labelled("tradewire_reconnects", "Reconnect attempts by result", "result", m.reconnects)
     sizes = m.queue_bytes()
     queued = GaugeMetricFamily("tradewire_connection_queue_bytes", "Outbound bytes queued", labels=["stat"])
     queued.add_metric(["max"], max(sizes, default=0))

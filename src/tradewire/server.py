@@ -28,6 +28,7 @@ from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
 from tradewire.core.flusher import Flusher
 from tradewire.core.lifecycle import ConnectionLifecycle, ConnectionLimits
+from tradewire.core.limits import KeyedRateLimiter
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
@@ -36,8 +37,13 @@ from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.messages import MessageType, Stream
+from tradewire.sessions.reconnect import ReconnectService
+from tradewire.sessions.session_store import SessionStore
+from tradewire.sessions.session_store_memory import MemorySessionStore
+from tradewire.sessions.session_store_redis import RedisSessionStore
 from tradewire.streams.bridge import EventBridge
 from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.catalog import CATALOG
 from tradewire.streams.subscriptions import SubscriptionManager
 from tradewire.transport.asgi import AsgiEndpoint
 from tradewire.transport.picows_engine import PicowsEngine
@@ -141,6 +147,7 @@ class WebSocketAPIServer:
             self.clock,
             s.token_expiry_grace,
         )
+        self._build_reconnect()
         self._register_message_handlers()
         transport_options: dict[str, Any] = {
             "max_message_size": s.max_message_size,
@@ -155,17 +162,48 @@ class WebSocketAPIServer:
         self.subscription_manager = SubscriptionManager(
             s.max_subscriptions_per_client, s.subscribe_operations_per_hour
         )
-        self.broadcast_provider = BroadcastProvider(self.subscription_manager, self.metrics, self.clock)
+        history_limits = (
+            {stream: (s.stream_history_size, spec.history_seconds) for stream, spec in CATALOG.items()}
+            if s.stream_history_size is not None
+            else None
+        )
+        self.broadcast_provider = BroadcastProvider(
+            self.subscription_manager, self.metrics, self.clock, history_limits
+        )
         self._owns_bus = self._given_bus is None
         self.event_bus: EventBus = self._given_bus or InMemoryEventBus(self.metrics)
         self.event_bridge = EventBridge(self.event_bus, self.broadcast_provider, self.metrics)
         self.subscription_handler = SubscriptionHandler(
             self.subscription_manager, self.broadcast_provider, self.clock
         )
-        self.connection_lifecycle.on_close(
-            lambda conn: self.subscription_manager.remove_client(conn.client_id)
-        )
         self.metrics.queue_bytes = lambda: [conn.queued_bytes() for conn in self.connection_manager]
+
+    def _build_reconnect(self) -> None:
+        s = self.settings
+        store: SessionStore = (
+            RedisSessionStore(s.redis_url, prefix=s.redis_prefix + "session:")
+            if s.redis_url
+            else MemorySessionStore(s.max_saved_sessions, s.session_cleanup_interval, self.clock.time)
+        )
+        self.session_store = store
+        self.reconnect = ReconnectService(
+            store,
+            self.connection_manager,
+            self.subscription_manager,
+            self.broadcast_provider,
+            self.metrics,
+            self.clock,
+            ttl=s.session_ttl,
+            attempts=KeyedRateLimiter(s.reconnect_attempts_per_minute / 60, s.reconnect_burst),
+        )
+        self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
+        self.auth_message_handler.after_auth = self.reconnect.resume_parked
+        self.connection_lifecycle.enable_reconnect(self.reconnect.issue_token, self.reconnect.restore)
+        self.connection_lifecycle.on_close(self._connection_closed)
+
+    def _connection_closed(self, conn: Connection) -> None:
+        """Drop the subscriptions of a closed connection and save its session for reconnect."""
+        self.reconnect.connection_closed(conn, self.subscription_manager.remove_client(conn.client_id))
 
     def _register_message_handlers(self) -> None:
         router, protocol = self.message_router, self.protocol_handler
@@ -207,6 +245,7 @@ class WebSocketAPIServer:
         self.event_bridge.start()
         if self._owns_bus:
             await self.event_bus.start()
+        await self.session_store.start()
         self._embedded = True
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -218,6 +257,8 @@ class WebSocketAPIServer:
         if self._owns_bus:
             await self.event_bus.stop()
         await self.connection_lifecycle.shutdown(timeout)
+        await self.reconnect.drain()
+        await self.session_store.stop()
         if self._keepalive is not None:
             self._keepalive.cancel()
             await asyncio.gather(self._keepalive, return_exceptions=True)
@@ -278,14 +319,22 @@ class WebSocketAPIServer:
             },
             "keepalive": {"ready": self._keepalive is not None and not self._keepalive.done()},
             "auth": {"ready": True, "algorithm": self.auth_handler.algorithm.value},
+            "session_store": await self._store_health(),
         }
         healthy = all(bool(part["ready"]) for part in components.values())
         return {"status": "healthy" if healthy else "unhealthy", "components": components}
 
     # ------------------------------------------------------------------ helpers
+    async def _store_health(self) -> dict[str, Any]:
+        backend = "redis" if self.settings.redis_url else "memory"
+        try:
+            return {"ready": True, "backend": backend, "saved_sessions": await self.session_store.count()}
+        except (OSError, ConnectionError) as exc:
+            return {"ready": False, "backend": backend, "error": type(exc).__name__}
+
     def features(self) -> list[str]:
         """Protocol features this server actually serves (advertised in the welcome)."""
-        return ["heartbeat", "subscriptions", "recovery"]
+        return ["reconnect", "heartbeat", "subscriptions", "recovery"]
 
     @property
     def ws_url(self) -> str:

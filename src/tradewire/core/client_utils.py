@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -56,6 +57,16 @@ def client_info(peer: str, headers: Mapping[str, str], path: str, trusted: tuple
         origin=headers.get("origin"),
         path=path,
     )
+
+
+def reconnect_token(headers: Mapping[str, str], query: str) -> str | None:
+    """The reconnect token from ``X-Reconnect-Token`` or the ``reconnect_token`` query parameter
+    (browsers cannot set headers on a WebSocket)."""
+    token = headers.get("x-reconnect-token")
+    if token:
+        return token
+    values = parse_qs(query).get("reconnect_token")
+    return values[0] if values else None
 
 
 def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:

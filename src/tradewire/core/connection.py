@@ -86,6 +86,7 @@ class Connection:
         "pinged_at",
         "principal",
         "rate",
+        "reconnect_hash",
         "strikes",
         "tasks",
     )
@@ -117,6 +118,7 @@ class Connection:
         self.last_seen = now  # monotonic time of the last inbound frame (any kind)
         self.pinged_at = 0.0  # monotonic time of the last server ping
         self.principal: Principal | None = None
+        self.reconnect_hash: str | None = None  # digest of the token in this connection's welcome
         self.closed = False
         self.close_code: int | None = None
         self.inflight = 0  # async handlers running for this connection
@@ -211,12 +213,26 @@ class Connection:
         self._outbound.ping()
 
     def mark_closed(self) -> None:
-        """The transport is gone (peer closed, network error): stop all work for it."""
+        """The transport is gone (peer closed, network error): stop all work for it.
+
+        Unsent stream frames stay in ``batch``/``held`` until :meth:`release` so that the
+        session saved for reconnect knows which offsets never left the server.
+        """
         self.closed = True
         self.cancel_timers()
         for task in self.tasks:
             task.cancel()
         self.pending.clear()
+
+    def unsent_offsets(self) -> dict[str, int]:
+        """Per stream, the lowest offset still waiting in this connection's batch or held frames."""
+        lowest: dict[str, int] = {}
+        for frame in (*self.batch, *self.held.values()):
+            if frame.stream is not None and frame.offset < lowest.get(frame.stream, frame.offset + 1):
+                lowest[frame.stream] = frame.offset
+        return lowest
+
+    def release(self) -> None:
         self.batch.clear()
         self.held.clear()
 

@@ -46,9 +46,10 @@ class ConnectionManager:
         self._metrics.connections_opened += 1
 
     def remove(self, conn: Connection) -> bool:
-        """Forget ``conn``; False if it was not registered (already removed)."""
-        if self._connections.pop(conn.client_id, None) is None:
+        """Forget ``conn``; False if it was not registered (already removed or replaced)."""
+        if self._connections.get(conn.client_id) is not conn:
             return False
+        del self._connections[conn.client_id]
         self._unbind(conn)
         self._metrics.connections_current = len(self._connections)
         if not self._connections:
@@ -58,6 +59,20 @@ class ConnectionManager:
     async def wait_empty(self) -> None:
         """Return once no connection is registered."""
         await self._empty.wait()
+
+    def rename(self, conn: Connection, client_id: str) -> None:
+        """Give ``conn`` the id of the session it resumes (the previous holder must be gone)."""
+        if self._connections.get(conn.client_id) is conn:
+            del self._connections[conn.client_id]
+        self._unbind(conn)
+        conn.client_id = client_id
+        self._connections[client_id] = conn
+        if conn.principal is not None:
+            self._by_user.setdefault(conn.principal.user_id, set()).add(client_id)
+
+    def detach(self, conn: Connection) -> None:
+        """Forget ``conn`` at once (it is being replaced), without waiting for its transport."""
+        self.remove(conn)
 
     def get(self, client_id: str) -> Connection | None:
         return self._connections.get(client_id)

@@ -19,10 +19,13 @@ _TEXT_FIN = 0x81
 class Frame:
     """One stream message: ``payload`` (JSON bytes) and its cached wire form."""
 
-    __slots__ = ("_wire", "key", "offset", "payload")
+    __slots__ = ("_wire", "key", "offset", "payload", "stream")
 
-    def __init__(self, payload: bytes, offset: int = 0, key: object = None) -> None:
+    def __init__(
+        self, payload: bytes, offset: int = 0, key: object = None, stream: str | None = None
+    ) -> None:
         self.payload = payload
+        self.stream = stream  # the stream it belongs to (None for non-stream frames)
         self.offset = offset  # the stream offset it carries (0 for non-stream frames)
         self.key = key  # conflation key ((stream, symbol)) or None: never conflated
         self._wire: bytes | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -27,6 +27,7 @@ from tradewire.core.router import MessageRouter
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode
 
+Restorer = Callable[[Connection, str], Awaitable[dict[str, object]]]
 IDLE_FACTOR = 3
 MIN_SWEEP_SECONDS = 0.05
 
@@ -67,12 +68,19 @@ class ConnectionLifecycle:
         self._connections = connections
         self._flusher = flusher
         self._on_close: list[Callable[[Connection], object]] = []
+        self._issue_token: Callable[[Connection], str] | None = None
+        self._restore: Restorer | None = None
         self._router = router
         self._metrics = metrics
         self._clock = clock
         self.limits = limits
         self._features = features
         self._log = structlog.get_logger("tradewire.lifecycle")
+
+    def enable_reconnect(self, issue_token: Callable[[Connection], str], restore: Restorer) -> None:
+        """Hooks of the reconnect service: a token for each welcome, and session restore."""
+        self._issue_token = issue_token
+        self._restore = restore
 
     def on_close(self, callback: Callable[[Connection], object]) -> None:
         """Run ``callback(conn)`` when a connection is gone (e.g. drop its subscriptions)."""
@@ -81,17 +89,45 @@ class ConnectionLifecycle:
     # ------------------------------------------------------------------ transport callbacks
     def open(self, outbound: Outbound, info: ClientInfo) -> Connection | None:
         """Register a new connection and send its welcome; None (after closing 1013) if full."""
-        if self._connections.full:
-            self._metrics.rejected["capacity"] += 1
-            self._metrics.closes[CloseCode.TRY_AGAIN_LATER] += 1
-            outbound.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
-            self._log.warning("connection.rejected", reason="capacity", address=info.address)
+        if self._refuse_over_capacity(outbound, info):
             return None
         conn = self._create(outbound, info)
         self._connections.add(conn)
-        conn.send(orjson.dumps(self._welcome(conn)))
+        conn.send(orjson.dumps(self._welcome(conn, {})))
         self._log.info("connection.opened", client_id=conn.client_id, address=info.address)
         return conn
+
+    async def open_resuming(self, outbound: Outbound, info: ClientInfo, token: str) -> Connection | None:
+        """Like :meth:`open` for a client presenting a reconnect token: restore, then welcome.
+
+        Inbound messages that arrive meanwhile must be held by the transport until this returns.
+        """
+        if self._refuse_over_capacity(outbound, info):
+            return None
+        conn = self._create(outbound, info)
+        self._connections.add(conn)
+        extras: dict[str, object] = (
+            await self._restore(conn, token)
+            if self._restore is not None
+            else {"reconnect_rejected": {"reason": "reconnect is not enabled"}}
+        )
+        conn.send(orjson.dumps(self._welcome(conn, extras)))
+        self._log.info(
+            "connection.opened",
+            client_id=conn.client_id,
+            address=info.address,
+            reconnected=bool(extras.get("reconnected")),
+        )
+        return conn
+
+    def _refuse_over_capacity(self, outbound: Outbound, info: ClientInfo) -> bool:
+        if not self._connections.full:
+            return False
+        self._metrics.rejected["capacity"] += 1
+        self._metrics.closes[CloseCode.TRY_AGAIN_LATER] += 1
+        outbound.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
+        self._log.warning("connection.rejected", reason="capacity", address=info.address)
+        return True
 
     def reject(self, reason: str) -> None:
         """Count and log an upgrade refused by the transport (bad origin, ...)."""
@@ -113,6 +149,7 @@ class ConnectionLifecycle:
         if self._connections.remove(conn):
             for callback in self._on_close:
                 callback(conn)
+            conn.release()
             self._log.info(
                 "connection.closed",
                 client_id=conn.client_id,
@@ -165,13 +202,13 @@ class ConnectionLifecycle:
             now=now,
         )
 
-    def _welcome(self, conn: Connection) -> dict[str, object]:
+    def _welcome(self, conn: Connection, extras: dict[str, object]) -> dict[str, object]:
         now = self._clock.iso_now()
-        return {
+        welcome: dict[str, object] = {
             "type": "status",
             "status": "connected",
             "client_id": conn.client_id,
-            "reconnect_token": None,
+            "reconnect_token": self._issue_token(conn) if self._issue_token is not None else None,
             "server_time": now,
             "protocol_version": PROTOCOL_VERSION,
             "heartbeat_interval": self.limits.heartbeat_interval,
@@ -179,3 +216,5 @@ class ConnectionLifecycle:
             "reconnected": False,
             "timestamp": now,
         }
+        welcome.update(extras)
+        return welcome

@@ -9,6 +9,7 @@ within the grace period the server closes with 4001.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -41,12 +42,14 @@ class AuthMessageHandler:
         self._metrics = metrics
         self._clock = clock
         self._grace = expiry_grace
+        # Called after a successful auth (reconnect: subscriptions that waited for permissions).
+        self.after_auth: Callable[[Connection], list[dict[str, object]]] | None = None
 
     def handle_auth(self, conn: Connection, message: Auth) -> dict[str, Any]:
         principal = self._auth.verify(message.token)
         self._connections.bind_user(conn, principal)
-        self._watch_expiry(conn, principal)
-        return {
+        self.watch_expiry(conn, principal)
+        reply: dict[str, Any] = {
             "type": "response",
             "status": "authenticated",
             "user_id": principal.user_id,
@@ -54,8 +57,14 @@ class AuthMessageHandler:
             "permissions": sorted(p.value for p in principal.permissions),
             "expires_at": iso_from_ms(int(principal.expires_at * 1000)),
         }
+        if self.after_auth is not None:
+            restored = self.after_auth(conn)
+            if restored:
+                reply["restored_subscriptions"] = restored
+        return reply
 
-    def _watch_expiry(self, conn: Connection, principal: Principal) -> None:
+    def watch_expiry(self, conn: Connection, principal: Principal) -> None:
+        """Drop privileges at the token's ``exp``; close with 4001 after the grace period."""
         conn.cancel_timers()
         delay = max(0.0, principal.expires_at - self._clock.time())
         loop = asyncio.get_running_loop()

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
@@ -16,12 +15,11 @@ from pydantic import BaseModel, Field
 
 from tradewire._version import __version__
 from tradewire.auth.users import UserStore
-from tradewire.core.limits import TokenBucket
+from tradewire.core.limits import KeyedRateLimiter
 from tradewire.server import WebSocketAPIServer
 
 LOGIN_RATE_PER_MINUTE = 10
 LOGIN_BURST = 5
-MAX_TRACKED_ADDRESSES = 10_000
 
 
 class LoginRequest(BaseModel):
@@ -37,20 +35,6 @@ class LoginResponse(BaseModel):
     level: str
 
 
-class _LoginLimiter:
-    """Token bucket per client address, bounded in memory (least recently used evicted)."""
-
-    def __init__(self) -> None:
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def allow(self, address: str, now: float) -> bool:
-        bucket = self._buckets.pop(address, None) or TokenBucket(LOGIN_RATE_PER_MINUTE / 60, LOGIN_BURST, now)
-        self._buckets[address] = bucket
-        if len(self._buckets) > MAX_TRACKED_ADDRESSES:
-            self._buckets.popitem(last=False)
-        return bucket.take(now)
-
-
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"type": "error", "error_code": code, "error_message": message}, status_code=status)
 
@@ -59,7 +43,7 @@ def create_http_app(server: WebSocketAPIServer) -> FastAPI:
     """The HTTP app for ``server``; the server's lifecycle is managed by the caller."""
     app = FastAPI(title="tradewire", version=__version__)
     users = UserStore(server.settings.users_path)
-    limiter = _LoginLimiter()
+    limiter = KeyedRateLimiter(LOGIN_RATE_PER_MINUTE / 60, LOGIN_BURST)
     registry = server.metrics.registry()
 
     @app.get("/health")

@@ -61,7 +61,7 @@ class BroadcastProvider:
         symbol = data.get("symbol")
         spec = CATALOG[stream]
         key = (stream, symbol) if spec.conflatable and isinstance(symbol, str) else None
-        frame = Frame(orjson.dumps(envelope), offset, key)
+        frame = Frame(orjson.dumps(envelope), offset, key, stream.value)
         history.append(offset, frame, self._clock.monotonic())
         latest = self._latest.get(stream)
         if latest is not None and isinstance(symbol, str):

@@ -74,6 +74,10 @@ class StreamFilter:
                 return False
         return True
 
+    def params_dict(self) -> dict[str, Any]:
+        """The filter as ``params`` again (saved with a session, parsed back on restore)."""
+        return msgspec.to_builtins(self.params)  # type: ignore[no-any-return]
+
     def describe(self) -> dict[str, Any]:
         """The effective filter, echoed in the ``subscribed`` reply."""
         return {k: v for k, v in msgspec.structs.asdict(self.params).items() if v not in (None, False)}

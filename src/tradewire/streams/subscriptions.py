@@ -55,13 +55,18 @@ class SubscriptionManager:
         self._by_symbol: dict[Stream, dict[str, dict[str, Subscription]]] = {s: {} for s in Stream}
         self._unfiltered: dict[Stream, dict[str, Subscription]] = {s: {} for s in Stream}
 
-    def subscribe(self, conn: Connection, stream: Stream, flt: StreamFilter, now: float) -> Subscription:
-        """Add or replace ``conn``'s subscription to ``stream``; enforces both limits."""
+    def subscribe(
+        self, conn: Connection, stream: Stream, flt: StreamFilter, now: float, *, restoring: bool = False
+    ) -> Subscription:
+        """Add or replace ``conn``'s subscription to ``stream``; enforces both limits.
+
+        Restoring a saved session (``restoring``) does not spend subscribe operations.
+        """
         client = self._clients.get(conn.client_id) or _Client()
         if client.operations is None:
             client.operations = TokenBucket(self.operations_per_hour / 3600, self.operations_per_hour, now)
         self._clients[conn.client_id] = client
-        if not client.operations.take(now):
+        if not restoring and not client.operations.take(now):
             raise RequestError(
                 ErrorCode.SUBSCRIPTION_LIMIT_EXCEEDED,
                 f"at most {self.operations_per_hour} subscribe operations per hour",

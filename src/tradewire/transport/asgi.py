@@ -17,7 +17,7 @@ from collections.abc import Callable
 import structlog
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from tradewire.core.client_utils import Network, client_info, origin_allowed
+from tradewire.core.client_utils import Network, client_info, origin_allowed, reconnect_token
 from tradewire.core.connection import Connection
 from tradewire.core.frames import Frame
 from tradewire.core.lifecycle import ConnectionLifecycle
@@ -150,7 +150,11 @@ class AsgiEndpoint:
         peer = websocket.client.host if websocket.client else "unknown"
         info = client_info(peer, websocket.headers, websocket.url.path, self._trusted_proxies)
         outbound = AsgiOutbound(websocket)
-        conn = self._lifecycle.open(outbound, info)
+        token = reconnect_token(websocket.headers, websocket.url.query)
+        if token is None:
+            conn = self._lifecycle.open(outbound, info)
+        else:
+            conn = await self._lifecycle.open_resuming(outbound, info, token)
         if conn is None:  # at capacity: the lifecycle already asked for a 1013 close
             await outbound.aclose(flush_timeout=1.0)
             return

@@ -9,8 +9,9 @@ Origin checks and path routing happen in the listener factory, before the upgrad
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 import structlog
 from picows import (
@@ -24,7 +25,7 @@ from picows import (
     ws_create_server,
 )
 
-from tradewire.core.client_utils import Network, client_info, origin_allowed
+from tradewire.core.client_utils import Network, client_info, origin_allowed, reconnect_token
 from tradewire.core.connection import Connection
 from tradewire.core.frames import Frame
 from tradewire.core.lifecycle import ConnectionLifecycle
@@ -32,6 +33,7 @@ from tradewire.protocol.codes import CloseCode
 
 _log = structlog.get_logger("tradewire.transport.picows")
 CLOSE_TIMEOUT = 5.0
+MAX_EARLY_MESSAGES = 64
 _DATA_FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
@@ -87,7 +89,7 @@ class PicowsOutbound:
 class _Listener(WSListener):
     """One connection's picows callbacks."""
 
-    __slots__ = ("_conn", "_engine", "_fragments", "_handle", "_request")
+    __slots__ = ("_conn", "_early", "_engine", "_fragments", "_gone", "_handle", "_request", "_resuming")
 
     def __init__(self, engine: PicowsEngine, request: WSUpgradeRequest) -> None:
         self._engine = engine
@@ -95,21 +97,40 @@ class _Listener(WSListener):
         self._request = request
         self._conn: Connection | None = None
         self._fragments: bytearray | None = None
+        self._early: list[bytes] | None = None  # messages received while a session is restored
+        self._resuming: asyncio.Task[None] | None = None
+        self._gone = False
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         engine = self._engine
         peer = transport.underlying_transport.get_extra_info("peername")
-        info = client_info(
-            str(peer[0]) if peer else "unknown",
-            self._request.headers,
-            self._request.path.decode("latin-1"),
-            engine.trusted_proxies,
-        )
-        self._conn = engine.lifecycle.open(PicowsOutbound(transport), info)
+        path, _, query = self._request.path.decode("latin-1").partition("?")
+        headers = self._request.headers
+        info = client_info(str(peer[0]) if peer else "unknown", headers, path, engine.trusted_proxies)
+        token = reconnect_token(headers, query)
+        if token is None:
+            self._conn = engine.lifecycle.open(PicowsOutbound(transport), info)
+        else:
+            self._early = []
+            resume = engine.lifecycle.open_resuming(PicowsOutbound(transport), info, token)
+            self._resuming = asyncio.get_running_loop().create_task(self._resume(resume))
+
+    async def _resume(self, resume: Coroutine[Any, Any, Connection | None]) -> None:
+        conn = await resume
+        early, self._early = self._early or [], None
+        if conn is None:
+            return
+        if self._gone:
+            self._engine.lifecycle.closed(conn)
+            return
+        self._conn = conn
+        for data in early:
+            self._handle(conn, data)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         conn = self._conn
         if conn is None:
+            self._hold(frame)
             return
         msg_type = frame.msg_type
         if msg_type in _DATA_FRAMES:
@@ -125,6 +146,17 @@ class _Listener(WSListener):
             transport.disconnect()
         else:  # PING (auto-answered by picows) or PONG
             self._engine.lifecycle.touch(conn)
+
+    def _hold(self, frame: WSFrame) -> None:
+        """Keep messages that arrive while the session is being restored (bounded)."""
+        early = self._early
+        if (
+            early is not None
+            and frame.msg_type in _DATA_FRAMES
+            and frame.fin
+            and len(early) < MAX_EARLY_MESSAGES
+        ):
+            early.append(frame.get_payload_as_bytes())
 
     def _continue(self, conn: Connection, frame: WSFrame) -> None:
         fragments = self._fragments
@@ -149,6 +181,7 @@ class _Listener(WSListener):
             self._conn.resume()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._gone = True
         if self._conn is not None:
             self._engine.lifecycle.closed(self._conn)
             self._conn = None

@@ -1,0 +1,1 @@
+"""Reconnect: saved client sessions, reconnect tokens, and the stores that keep them."""
