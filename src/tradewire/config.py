@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     redis_url: str = ""
     redis_prefix: str = "tradewire:"  # namespace of every Redis key (one per deployment)
-    stream_history_size: int | None = Field(None, ge=0)  # overrides the catalog's per-stream counts
+    stream_history_size: int | None = Field(None, ge=0)  # overrides the catalog's count for every stream
+    stream_history: dict[str, int] = {}  # per stream, e.g. {"market_data": 50000}; wins over both
 
     # Reconnect (DESIGN §3.5)
     session_ttl: float = Field(3600.0, gt=0)
@@ -113,6 +114,18 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("stream_history")
+    @classmethod
+    def _known_streams(cls, value: dict[str, int]) -> dict[str, int]:
+        from tradewire.protocol.messages import Stream
+
+        unknown = sorted(set(value) - {s.value for s in Stream})
+        if unknown:
+            raise ValueError(f"unknown streams: {', '.join(unknown)}")
+        if any(size < 0 for size in value.values()):
+            raise ValueError("history sizes must be >= 0")
         return value
 
     @field_validator("trusted_proxies")

@@ -162,11 +162,16 @@ class WebSocketAPIServer:
         self.subscription_manager = SubscriptionManager(
             s.max_subscriptions_per_client, s.subscribe_operations_per_hour
         )
-        history_limits = (
-            {stream: (s.stream_history_size, spec.history_seconds) for stream, spec in CATALOG.items()}
-            if s.stream_history_size is not None
-            else None
-        )
+        default_size = s.stream_history_size
+        history_limits = {
+            stream: (
+                s.stream_history.get(
+                    stream.value, spec.history_size if default_size is None else default_size
+                ),
+                spec.history_seconds,
+            )
+            for stream, spec in CATALOG.items()
+        }
         self.broadcast_provider = BroadcastProvider(
             self.subscription_manager, self.metrics, self.clock, history_limits
         )

@@ -7,12 +7,9 @@ from typing import Any, cast
 
 from starlette.websockets import WebSocket
 
+from tests.unit.test_core import make_conn
 from tradewire import ManualClock
-from tradewire.core.client_utils import ClientInfo
-from tradewire.core.connection import Connection
-from tradewire.core.flusher import Flusher
 from tradewire.core.frames import Frame
-from tradewire.core.limits import RateLimiter
 from tradewire.metrics import ServerMetrics
 from tradewire.transport.asgi import AsgiOutbound
 
@@ -38,17 +35,7 @@ async def test_queue_over_bound_closes_4008_without_blocking_the_sender() -> Non
     peer = StuckWebSocket()
     outbound = AsgiOutbound(cast(WebSocket, peer))
     clock, metrics = ManualClock(), ServerMetrics()
-    conn = Connection(
-        "c_asgi",
-        ClientInfo("127.0.0.1", "", None, "/ws"),
-        outbound,
-        metrics,
-        flusher=Flusher(),
-        queue_limit=10_000,
-        rate=RateLimiter(1, 1),
-        strikes=RateLimiter(1, 1),
-        now=clock.monotonic(),
-    )
+    conn, _ = make_conn(clock, metrics, outbound, queue_limit=10_000)
     payload = b'{"pad":"' + b"x" * 1000 + b'"}'
     sent: list[Any] = []
     for _ in range(30):

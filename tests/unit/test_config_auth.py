@@ -124,3 +124,16 @@ def test_user_store_hashes_and_verifies(tmp_path: Path) -> None:
     assert store.authenticate("mallory", "correct horse battery") is None
     with pytest.raises(ConfigError):
         store.add("bob", "short", Level.BASIC)
+
+
+def test_stream_history_is_configurable_per_stream(tmp_path: Path) -> None:
+    from tradewire import Stream, WebSocketAPIServer
+
+    settings = Settings(
+        jwt_secret="k" * 40, data_dir=tmp_path, stream_history_size=50, stream_history={"signals": 7}
+    )
+    histories = WebSocketAPIServer(settings=settings).broadcast_provider.histories
+    assert histories[Stream.SIGNALS].max_size == 7
+    assert histories[Stream.MARKET_DATA].max_size == 50
+    with pytest.raises(ValueError, match="unknown streams"):
+        Settings(stream_history={"bogus": 1})

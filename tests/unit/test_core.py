@@ -53,8 +53,11 @@ class MemoryOutbound:
         self.pings += 1
 
 
-def make_conn(clock: ManualClock, metrics: ServerMetrics, **limits: Any) -> tuple[Connection, MemoryOutbound]:
-    out = MemoryOutbound()
+def make_conn(
+    clock: ManualClock, metrics: ServerMetrics, outbound: Any = None, **limits: Any
+) -> tuple[Connection, Any]:
+    """A connection over ``outbound`` (default: a :class:`MemoryOutbound`)."""
+    out = outbound if outbound is not None else MemoryOutbound()
     conn = Connection(
         "c_test",
         ClientInfo("127.0.0.1", "", None, "/ws"),
