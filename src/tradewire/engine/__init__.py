@@ -1,0 +1,1 @@
+"""The embedded reference trading engine: market data, indicators, strategies, storage."""
