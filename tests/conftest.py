@@ -10,9 +10,10 @@ import pytest
 import structlog
 
 from tests.helpers import Running, make_settings, run_server
+from tests.postgres_server import postgres_database
 from tests.redis_server import redis_url as find_redis
 
-_redis_skips: list[str] = []
+_redis_skips: list[str] = []  # services whose tests were skipped (printed in the summary)
 
 structlog.configure(
     wrapper_class=structlog.make_filtering_bound_logger(30),  # warnings and up while testing
@@ -39,12 +40,7 @@ async def running(transport: str, settings_factory: Callable[..., Any]) -> Async
 def redis_url() -> Iterator[str]:
     """A real Redis (never a fake); see tests/redis_server.py for where it comes from."""
     with find_redis() as url:
-        if url is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("CI=true: Redis is required but neither a server nor redis-server is available")
-            _redis_skips.append("no Redis server and no redis-server binary")
-            pytest.skip("Redis not available: no server on 127.0.0.1:6379 and no redis-server binary")
-        yield url
+        yield require_service(url, "no Redis server on 127.0.0.1:6379 and no redis-server binary")
 
 
 @pytest.fixture
@@ -53,6 +49,23 @@ def redis_prefix(request: pytest.FixtureRequest) -> str:
     return f"tradewire-test:{uuid.uuid4().hex[:12]}:"
 
 
+def require_service(url: str | None, reason: str) -> str:
+    """``url``, or skip the test loudly (fail under CI=true) when the service is missing."""
+    if url is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: a required service is missing: {reason}")
+        _redis_skips.append(reason)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh database on the machine's real PostgreSQL, dropped after the test."""
+    async with postgres_database() as url:
+        yield require_service(url, "no PostgreSQL server on 127.0.0.1:5432")
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _redis_skips:
-        terminalreporter.write_sep("!", "REDIS TESTS SKIPPED: " + _redis_skips[0], red=True, bold=True)
+    for reason in sorted(set(_redis_skips)):
+        terminalreporter.write_sep("!", "SERVICE TESTS SKIPPED: " + reason, red=True, bold=True)

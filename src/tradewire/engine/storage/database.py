@@ -1,0 +1,244 @@
+"""The engine's database: connection, migrations on start, and the queries the engine needs.
+
+SQLite (``sqlite+aiosqlite:///path``) by default, PostgreSQL (``postgresql+asyncpg://...``)
+through the same code. Every write runs in one transaction (``engine.begin()``), so a crash loses
+nothing that was committed and never leaves half a strategy version or half a dataset.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, event, func, insert, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tradewire.engine.storage.schema import MIGRATIONS, bars, datasets, schema_migrations, strategies, trades
+
+_log = structlog.get_logger("tradewire.storage")
+INSERT_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStrategy:
+    name: str
+    version: int
+    document: dict[str, Any]
+    created_at: float
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    id: int
+    symbol: str
+    kind: str
+    source: str
+    created_at: float
+    rows: int
+    start_ts: float | None
+    end_ts: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    ts: float
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite+aiosqlite:///{(data_dir / 'tradewire.db').resolve()}"
+
+
+class Database:
+    """One engine per process; ``start()`` applies missing migrations."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("database not started")
+        return self._engine
+
+    async def start(self) -> None:
+        if self.url.startswith("sqlite"):
+            path = self.url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._engine = create_async_engine(self.url)
+        if self.url.startswith("sqlite"):
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+        async with self._engine.begin() as conn:
+            applied = await conn.run_sync(_migrate)
+        if applied:
+            _log.info("storage.migrated", applied=applied, url=_redact(self.url))
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    async def schema_version(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.max(schema_migrations.c.version)))).scalar() or 0)
+
+    # ------------------------------------------------------------------ strategies
+    async def save_strategy(self, name: str, document: dict[str, Any], created_by: str | None) -> int:
+        """Store ``document`` as the next version of ``name``; returns that version."""
+        for _attempt in range(3):  # a concurrent upsert of the same name may take our number
+            try:
+                async with self.engine.begin() as conn:
+                    current = await conn.execute(
+                        select(func.max(strategies.c.version)).where(strategies.c.name == name)
+                    )
+                    version = int(current.scalar() or 0) + 1
+                    await conn.execute(
+                        insert(strategies).values(
+                            name=name,
+                            version=version,
+                            document=document,
+                            created_at=time.time(),
+                            created_by=created_by,
+                        )
+                    )
+                return version
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not store a new version of {name!r}")
+
+    async def latest_strategies(self) -> list[StoredStrategy]:
+        latest = (
+            select(strategies.c.name, func.max(strategies.c.version).label("version"))
+            .group_by(strategies.c.name)
+            .subquery()
+        )
+        query = select(strategies).join(
+            latest, (strategies.c.name == latest.c.name) & (strategies.c.version == latest.c.version)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(strategies.c.name))).mappings().all()
+        return [_stored(row) for row in rows]
+
+    async def strategy_history(self, name: str) -> list[StoredStrategy]:
+        query = select(strategies).where(strategies.c.name == name).order_by(strategies.c.version)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_stored(row) for row in rows]
+
+    # ------------------------------------------------------------------ datasets
+    async def import_bars(self, symbol: str, source: str, rows: Sequence[Bar]) -> Dataset:
+        """A new OHLCV dataset with ``rows``, in one transaction."""
+        async with self.engine.begin() as conn:
+            dataset_id = await _new_dataset(conn, symbol, "ohlcv", source, rows)
+            for chunk in _chunks([_bar_row(dataset_id, bar) for bar in rows]):
+                await conn.execute(insert(bars), chunk)
+        return await self.dataset(dataset_id)
+
+    async def import_trades(self, symbol: str, source: str, rows: Sequence[dict[str, Any]]) -> Dataset:
+        """A new trade-tick dataset (``ts, price, volume, bid?, ask?`` per row), in one transaction."""
+        async with self.engine.begin() as conn:
+            dataset_id = await _new_dataset(conn, symbol, "trades", source, rows)
+            for chunk in _chunks([{"dataset_id": dataset_id, **row} for row in rows]):
+                await conn.execute(insert(trades), chunk)
+        return await self.dataset(dataset_id)
+
+    async def dataset(self, dataset_id: int) -> Dataset:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(datasets).where(datasets.c.id == dataset_id))).mappings().one()
+        return Dataset(**dict(row))
+
+    async def datasets(self, symbol: str | None = None) -> list[Dataset]:
+        query = select(datasets).order_by(datasets.c.id)
+        if symbol is not None:
+            query = query.where(datasets.c.symbol == symbol)
+        async with self.engine.connect() as conn:
+            return [Dataset(**dict(row)) for row in (await conn.execute(query)).mappings().all()]
+
+    async def load_bars(self, dataset_id: int) -> list[Bar]:
+        query = select(bars.c.ts, bars.c.open, bars.c.high, bars.c.low, bars.c.close, bars.c.volume).where(
+            bars.c.dataset_id == dataset_id
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(bars.c.ts, bars.c.id))).all()
+        return [Bar(*row) for row in rows]
+
+
+async def _new_dataset(conn: Any, symbol: str, kind: str, source: str, rows: Sequence[Any]) -> int:
+    stamps = [row.ts if isinstance(row, Bar) else row["ts"] for row in rows]
+    result = await conn.execute(
+        insert(datasets).values(
+            symbol=symbol,
+            kind=kind,
+            source=source,
+            created_at=time.time(),
+            rows=len(rows),
+            start_ts=min(stamps, default=None),
+            end_ts=max(stamps, default=None),
+        )
+    )
+    return int(result.inserted_primary_key[0])
+
+
+def _bar_row(dataset_id: int, bar: Bar) -> dict[str, Any]:
+    return {
+        "dataset_id": dataset_id,
+        "ts": bar.ts,
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume,
+    }
+
+
+def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, len(rows), INSERT_CHUNK):
+        yield rows[start : start + INSERT_CHUNK]
+
+
+def _stored(row: Any) -> StoredStrategy:
+    return StoredStrategy(row["name"], row["version"], row["document"], row["created_at"], row["created_by"])
+
+
+def _migrate(conn: Connection) -> list[int]:
+    """Apply the migrations this database lacks, in order; returns their numbers."""
+    if not inspect(conn).has_table(schema_migrations.name):
+        schema_migrations.create(conn)
+    done = {row[0] for row in conn.execute(select(schema_migrations.c.version))}
+    applied = []
+    for migration in MIGRATIONS:
+        if migration.version in done:
+            continue
+        migration.apply(conn)
+        conn.execute(
+            insert(schema_migrations).values(
+                version=migration.version, description=migration.description, applied_at=time.time()
+            )
+        )
+        applied.append(migration.version)
+    return applied
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # committed means on disk, even after a power loss
+    cursor.close()
+
+
+def _redact(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    return (head.split("//")[0] + "//***@" + tail) if sep else url
