@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from tradewire.auth.permissions import Level
 from tradewire.auth.tokens import AuthHandler
 from tradewire.auth.users import UserStore
 from tradewire.config import Settings
+from tradewire.engine.market_data import detect_kind, read_ohlcv_csv, read_trades_csv
+from tradewire.engine.storage.database import Database, Dataset
 from tradewire.errors import ConfigError
 from tradewire.logs import configure_logging
 
@@ -69,6 +72,38 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    configure_logging(settings.log_format, "warning")
+    dataset = asyncio.run(_import_file(settings, args.file, args.symbol, args.kind))
+    sys.stdout.write(
+        json.dumps(
+            {
+                "dataset_id": dataset.id,
+                "symbol": dataset.symbol,
+                "kind": dataset.kind,
+                "rows": dataset.rows,
+                "start_ts": dataset.start_ts,
+                "end_ts": dataset.end_ts,
+            }
+        )
+        + "\n"
+    )
+    return 0
+
+
+async def _import_file(settings: Settings, path: Path, symbol: str, kind: str | None) -> Dataset:
+    kind = kind or detect_kind(path)
+    db = Database(settings.database)
+    await db.start()
+    try:
+        if kind == "ohlcv":
+            return await db.import_bars(symbol, str(path), read_ohlcv_csv(path))
+        return await db.import_trades(symbol, str(path), read_trades_csv(path))
+    finally:
+        await db.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradewire", description="Real-time gateway for trading systems")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _add_settings_flags(add)
     add.set_defaults(func=_cmd_users_add)
+
+    data = commands.add_parser("data", help="market data in the engine database")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    load = data_commands.add_parser("import", help="import an OHLCV or trade-tick CSV as a dataset")
+    load.add_argument("file", type=Path)
+    load.add_argument("--symbol", required=True)
+    load.add_argument("--kind", choices=["ohlcv", "trades"], help="default: detected from the header")
+    _add_settings_flags(load)
+    load.set_defaults(func=_cmd_data_import)
     return parser
 
 
@@ -103,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValidationError) as exc:
         sys.stderr.write(f"tradewire: configuration error: {exc}\n")
         return 2
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"tradewire: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
 
     # Storage / cluster
     data_dir: Path = Path("data")
+    database_url: str = ""  # empty: SQLite file data_dir/tradewire.db; or postgresql+asyncpg://...
     redis_url: str = ""
     redis_prefix: str = "tradewire:"  # namespace of every Redis key (one per deployment)
     stream_history_size: int | None = Field(None, ge=0)  # overrides the catalog's count for every stream
@@ -161,6 +162,13 @@ class Settings(BaseSettings):
             return cls(**overrides)
         finally:
             _config_file.reset(token)
+
+    @property
+    def database(self) -> str:
+        """SQLAlchemy URL of the engine database."""
+        from tradewire.engine.storage.database import sqlite_url
+
+        return self.database_url or sqlite_url(self.data_dir)
 
     @property
     def users_path(self) -> Path:

@@ -106,3 +106,21 @@ async def test_serve_runs_both_servers_and_stops_on_sigterm(tmp_path: Path) -> N
     assert "server.ready" in events
     assert "auth.dev_secret" in events
     assert "server.stopped" in events
+
+
+def test_data_import_stores_a_dataset(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "src/tradewire/engine/sample_data/GOOG.csv"
+    out = subprocess.run(
+        [*CLI, "data", "import", str(sample), "--symbol", "GOOG"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = json.loads(out.stdout)
+    assert (summary["symbol"], summary["kind"], summary["rows"]) == ("GOOG", "ohlcv", 2148)
+    assert (tmp_path / "tradewire.db").is_file()
+    missing = subprocess.run(
+        [*CLI, "data", "import", str(tmp_path / "nope.csv"), "--symbol", "X"], env=_env(tmp_path)
+    )
+    assert missing.returncode == 1

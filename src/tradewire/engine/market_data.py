@@ -198,6 +198,13 @@ def parse_timestamp(value: str) -> float:
     return number / 1000.0 if number > 1e11 else number
 
 
+def detect_kind(path: Path) -> str:
+    """``ohlcv`` if the header has open/high/low/close columns, else ``trades``."""
+    with path.open(newline="") as handle:
+        header = {name.strip().lower() for name in next(csv.reader(handle), [])}
+    return "ohlcv" if {"open", "high", "low", "close"} <= header else "trades"
+
+
 def read_ohlcv_csv(path: Path) -> list[Bar]:
     """Bars from a CSV with a timestamp column followed by Open, High, Low, Close, Volume."""
     with path.open(newline="") as handle:

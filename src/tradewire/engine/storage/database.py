@@ -56,6 +56,7 @@ class Bar:
 
 
 def sqlite_url(data_dir: Path) -> str:
+    """The default database: one SQLite file in the data directory."""
     return f"sqlite+aiosqlite:///{(data_dir / 'tradewire.db').resolve()}"
 
 
