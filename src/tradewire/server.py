@@ -38,7 +38,7 @@ from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.messages import MessageType, Stream
 from tradewire.sessions.reconnect import ReconnectService
-from tradewire.sessions.session_store import SessionStore
+from tradewire.sessions.session_store import SessionStore, SessionStoreError
 from tradewire.sessions.session_store_memory import MemorySessionStore
 from tradewire.sessions.session_store_redis import RedisSessionStore
 from tradewire.streams.bridge import EventBridge
@@ -203,6 +203,7 @@ class WebSocketAPIServer:
         )
         self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
         self.auth_message_handler.after_auth = self.reconnect.resume_parked
+        self.auth_message_handler.on_privileges_changed = self.reconnect.revoke
         self.connection_lifecycle.enable_reconnect(self.reconnect.issue_token, self.reconnect.restore)
         self.connection_lifecycle.on_close(self._connection_closed)
 
@@ -250,7 +251,10 @@ class WebSocketAPIServer:
         self.event_bridge.start()
         if self._owns_bus:
             await self.event_bus.start()
-        await self.session_store.start()
+        try:
+            await self.session_store.start()
+        except SessionStoreError as exc:  # degrade: serve without reconnect until the store is back
+            self.logger.error("session_store.unavailable", error=str(exc))
         self._embedded = True
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -334,8 +338,8 @@ class WebSocketAPIServer:
         backend = "redis" if self.settings.redis_url else "memory"
         try:
             return {"ready": True, "backend": backend, "saved_sessions": await self.session_store.count()}
-        except (OSError, ConnectionError) as exc:
-            return {"ready": False, "backend": backend, "error": type(exc).__name__}
+        except SessionStoreError as exc:
+            return {"ready": False, "backend": backend, "error": str(exc)}
 
     def features(self) -> list[str]:
         """Protocol features this server actually serves (advertised in the welcome)."""

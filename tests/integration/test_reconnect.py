@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.helpers import Running, open_client, recv_json, request, run_server, wait_closed
-from tradewire import Level
+from tradewire import CloseCode, Level
 
 
 async def _session(
@@ -251,3 +251,92 @@ async def test_redis_store_rejects_forged_and_expired(
         ws3, expired = await _reconnect(r, welcome["reconnect_token"])
         async with ws3:
             assert expired["reconnected"] is False
+
+
+async def test_frames_queued_when_the_server_closes_are_replayed(running: Running) -> None:
+    """Messages published in the same instant as a server-side close reach the client on reconnect."""
+    ws, welcome = await _session(running)
+    conn = running.server.connection_manager.get(welcome["client_id"])
+    assert conn is not None
+    for n in range(3):
+        await running.server.broadcast_to_subscribers("market_data", {"symbol": "BTC", "n": n})
+    conn.close(CloseCode.IDLE_TIMEOUT, "idle timeout")  # before the flusher ran
+    assert await wait_closed(ws) == 4000
+    await _saved(running)
+    ws2, again = await _reconnect(running, welcome["reconnect_token"])
+    async with ws2:
+        assert again["reconnected"] is True
+        frames = await _drain_until_pong(ws2)
+    assert [f["data"]["n"] for f in frames if f["stream"] == "market_data"] == [0, 1, 2]
+
+
+async def test_quiet_filtered_subscription_still_recovers(
+    transport: str, settings_factory: Callable[..., Any]
+) -> None:
+    """A filter that matched nothing while history rolled over is not a lost recovery."""
+    async with run_server(transport, settings_factory(stream_history_size=5)) as r:
+        ws, welcome = await _session(r)
+        await _publish(r, "market_data", [{"symbol": "ETH", "n": n} for n in range(20)])  # BTC only wanted
+        await _drain_until_pong(ws)
+        await ws.close()
+        await _saved(r)
+        ws2, again = await _reconnect(r, welcome["reconnect_token"])
+        async with ws2:
+            statuses = {s["stream"]: s for s in again["subscriptions"]}
+            assert statuses["market_data"]["recovered"] is True
+
+
+async def test_anonymous_connections_leave_no_session(running: Running) -> None:
+    for _ in range(3):
+        ws, _ = await open_client(running)
+        await ws.close()
+    await asyncio.sleep(0.1)
+    assert await running.server.session_store.count() == 0
+
+
+async def test_expiry_pauses_stream_delivery_until_auth(
+    transport: str, settings_factory: Callable[..., Any]
+) -> None:
+    """An expired token stops its subscriptions at once; a fresh auth restores them."""
+    async with run_server(transport, settings_factory(token_expiry_grace=30)) as r:
+        ws, _ = await _session(r, ttl=1)
+        async with ws:
+            notice = await recv_json(ws, timeout=3)
+            assert notice["error_code"] == "token_expired"
+            assert sorted(notice["details"]["paused_subscriptions"]) == ["market_data", "signals"]
+            await _publish(r, "signals", [{"signal_type": "S1", "n": 1}])
+            assert await _drain_until_pong(ws) == []
+            reply = await request(ws, {"type": "auth", "token": r.token()})
+            assert {s["stream"] for s in reply["restored_subscriptions"]} == {"market_data", "signals"}
+            frames = await _drain_until_pong(ws)
+            assert [f["data"]["n"] for f in frames if f["stream"] == "signals"] == [1]
+
+
+async def test_reauth_at_a_lower_level_drops_streams_it_may_not_read(running: Running) -> None:
+    ws, _ = await _session(running)
+    async with ws:
+        reply = await request(ws, {"type": "auth", "token": running.token("bob", Level.BASIC)})
+        assert reply["revoked_subscriptions"] == ["signals"]
+        await _publish(running, "signals", [{"signal_type": "S1", "n": 1}])
+        await _publish(running, "market_data", [{"symbol": "BTC", "n": 2}])
+        assert [f["stream"] for f in await _drain_until_pong(ws)] == ["market_data"]
+
+
+async def test_unreachable_redis_degrades_to_fresh_sessions(settings_factory: Callable[..., Any]) -> None:
+    """Redis down: the server still serves; reconnect says unavailable; health says not ready."""
+    settings = settings_factory(redis_url="redis://127.0.0.1:9/0")
+    async with run_server("picows", settings) as r:
+        ws, welcome = await _session(r)
+        await ws.close()
+        for _ in range(100):
+            if r.server.metrics.reconnects["save_failed"]:
+                break
+            await asyncio.sleep(0.02)
+        assert r.server.metrics.reconnects["save_failed"] == 1
+        ws2, again = await _reconnect(r, welcome["reconnect_token"])
+        async with ws2:
+            assert again["reconnect_rejected"]["reason"] == "unavailable"
+            assert (await request(ws2, {"type": "heartbeat", "id": 1}))["id"] == 1
+        health = await r.server.health_check()
+        assert health["components"]["session_store"]["ready"] is False
+        assert health["status"] == "unhealthy"

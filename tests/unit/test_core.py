@@ -52,6 +52,9 @@ class MemoryOutbound:
     def ping(self) -> None:
         self.pings += 1
 
+    def is_open(self) -> bool:
+        return self.closed_with is None
+
 
 def make_conn(
     clock: ManualClock, metrics: ServerMetrics, outbound: Any = None, **limits: Any
@@ -220,3 +223,24 @@ def test_origin_allow_list() -> None:
     assert not origin_allowed("https://b.example", allowed)
     assert origin_allowed(None, allowed)
     assert origin_allowed("https://b.example", frozenset())
+
+
+def test_refused_reauth_as_another_user_keeps_the_count(
+    clock: ManualClock, metrics: ServerMetrics, tmp_path: Any
+) -> None:
+    """A re-auth refused by the per-user limit leaves the connection counted for its old user."""
+    auth = AuthHandler.from_settings(Settings(jwt_secret="k" * 40, data_dir=tmp_path))
+    alice = auth.verify(auth.mint("alice", __import__("tradewire").Level.BASIC)[0])
+    bob = auth.verify(auth.mint("bob", __import__("tradewire").Level.BASIC)[0])
+    manager = ConnectionManager(metrics, max_connections=10, max_per_user=1)
+    a, _ = make_conn(clock, metrics)
+    b, _ = make_conn(clock, metrics)
+    b.client_id = "c_b"
+    for conn in (a, b):
+        manager.add(conn)
+    manager.bind_user(a, alice)
+    manager.bind_user(b, bob)
+    with pytest.raises(RequestError):
+        manager.bind_user(a, bob)
+    assert a.user_id == "alice"
+    assert manager.user_connections("alice") == 1

@@ -22,11 +22,11 @@ from tradewire.streams.subscriptions import SubscriptionManager
 def test_history_is_bounded_by_count_and_age() -> None:
     history = StreamHistory(max_size=100, max_age=10.0)
     for i in range(1, 1001):
-        history.append(history.next_offset(), Frame(b"{}", i), now=i * 0.001)
+        history.append(history.next_offset(), Frame(b"{}", i), i * 0.001, {})
     assert len(history) == 100
     assert history.offset == 1000
     recent = history.since(950, now=1.0)
-    assert recent is not None and [f.offset for f in recent] == list(range(951, 1001))
+    assert recent is not None and [e.offset for e in recent] == list(range(951, 1001))
     oldest = history.since(900, now=1.0)
     assert oldest is not None and len(oldest) == 100
     assert history.since(899, now=1.0) is None  # offset 900 was evicted by count

@@ -59,6 +59,10 @@ class Outbound(Protocol):
         """Send a protocol-level ping if the transport can (no-op otherwise)."""
         ...
 
+    def is_open(self) -> bool:
+        """Whether the peer is still connected (frames written now may reach it)."""
+        ...
+
 
 class Connection:
     """State of one connected client."""
@@ -70,6 +74,7 @@ class Connection:
         "_outbound",
         "_queue_limit",
         "_write",
+        "allowance",
         "batch",
         "client_id",
         "close_code",
@@ -89,6 +94,7 @@ class Connection:
         "reconnect_hash",
         "strikes",
         "tasks",
+        "unconfirmed",
     )
 
     def __init__(
@@ -129,6 +135,10 @@ class Connection:
         self.held: dict[object, Frame] = {}  # conflated frames held while paused, by key
         self.paused = False  # the transport's buffer is above its high-water mark
         self.conflated = 0  # frames replaced by a newer one for the same key
+        # Stream batches written since the transport's buffer was last seen empty: on close they
+        # count as possibly undelivered (replayed on reconnect: at least once, never a gap).
+        self.unconfirmed: deque[list[Frame]] = deque()  # bounded by the queue bound (4008)
+        self.allowance = 0  # extra bytes the bound tolerates (a reconnect replay), until drained
         # The bound is checked only while paused (cheaper per send); pausing starts early enough.
         outbound.set_flow_control(min(HIGH_WATER, queue_limit // 2), self.pause, self.resume)
 
@@ -146,14 +156,19 @@ class Connection:
             return False
         self._write(payload)
         self._metrics.messages_out += 1
-        if self.paused and self._buffered() > self._queue_limit:
+        if self.paused and self._buffered() > self._queue_limit + self.allowance:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
         return True
 
     def queue_frame(self, frame: Frame) -> None:
-        """Add a stream frame to the next flush (or hold it, conflated, while paused)."""
+        """Add a stream frame to the next flush (or hold it, conflated, while paused).
+
+        On a closed connection the frame is kept (never written) so that the session saved for
+        reconnect knows it was not delivered.
+        """
         if self.closed:
+            self.batch.append(frame)
             return
         if self.paused and frame.key is not None:
             if frame.key in self.held:
@@ -169,11 +184,9 @@ class Connection:
     def flush(self) -> None:
         """Write the batch with one transport write; enforce the outbound bound."""
         batch = self.batch
-        if not batch:
+        if not batch or self.closed:
             return
         self.batch = []
-        if self.closed:
-            return
         outbound = self._outbound
         outbound.write_frames(batch)
         metrics = self._metrics
@@ -181,8 +194,14 @@ class Connection:
         metrics.flushes += 1
         if len(batch) > 1:
             metrics.coalesced += len(batch) - 1
-        if self.paused and outbound.buffered() > self._queue_limit:
+        buffered = outbound.buffered()
+        if not buffered:
+            self.unconfirmed.clear()  # everything so far went to the kernel
+        elif buffered > self._queue_limit + self.allowance:
+            self.unconfirmed.append(batch)
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+        else:
+            self.unconfirmed.append(batch)
 
     def pause(self) -> None:
         self.paused = True
@@ -190,6 +209,9 @@ class Connection:
     def resume(self) -> None:
         """The transport drained below its low-water mark: release held frames in offset order."""
         self.paused = False
+        self.allowance = 0
+        if not self._buffered():
+            self.unconfirmed.clear()
         if self.held and not self.closed:
             held = sorted(self.held.values(), key=_offset)
             self.held.clear()
@@ -225,9 +247,11 @@ class Connection:
         self.pending.clear()
 
     def unsent_offsets(self) -> dict[str, int]:
-        """Per stream, the lowest offset still waiting in this connection's batch or held frames."""
+        """Per stream, the lowest offset that may not have reached the client: frames still in the
+        batch or held, and frames written while the transport's own buffer was not empty."""
         lowest: dict[str, int] = {}
-        for frame in (*self.batch, *self.held.values()):
+        pending = [frame for batch in self.unconfirmed for frame in batch]
+        for frame in (*pending, *self.batch, *self.held.values()):
             if frame.stream is not None and frame.offset < lowest.get(frame.stream, frame.offset + 1):
                 lowest[frame.stream] = frame.offset
         return lowest
@@ -235,6 +259,7 @@ class Connection:
     def release(self) -> None:
         self.batch.clear()
         self.held.clear()
+        self.unconfirmed.clear()
 
     def cancel_timers(self) -> None:
         for timer in self.expiry_timers:

@@ -78,19 +78,18 @@ class ConnectionManager:
         return self._connections.get(client_id)
 
     def bind_user(self, conn: Connection, principal: Principal) -> None:
-        """Attach ``principal`` to ``conn``, enforcing the per-user connection limit."""
-        if conn.principal is not None and conn.principal.user_id != principal.user_id:
-            self._unbind(conn)
-        ids = self._by_user.setdefault(principal.user_id, set())
+        """Attach ``principal`` to ``conn``, enforcing the per-user connection limit (checked
+        before anything changes, so a refused re-auth leaves the connection as it was)."""
+        ids = self._by_user.get(principal.user_id, set())
         if conn.client_id not in ids and len(ids) >= self.max_per_user:
-            if not ids:
-                del self._by_user[principal.user_id]
             raise RequestError(
                 ErrorCode.CONNECTION_LIMIT_EXCEEDED,
                 f"user already has {self.max_per_user} authenticated connections",
                 {"limit": self.max_per_user},
             )
-        ids.add(conn.client_id)
+        if conn.principal is not None and conn.principal.user_id != principal.user_id:
+            self._unbind(conn)
+        self._by_user.setdefault(principal.user_id, set()).add(conn.client_id)
         conn.principal = principal
 
     def drop_user(self, conn: Connection) -> None:

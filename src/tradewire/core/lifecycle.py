@@ -106,11 +106,9 @@ class ConnectionLifecycle:
             return None
         conn = self._create(outbound, info)
         self._connections.add(conn)
-        extras: dict[str, object] = (
-            await self._restore(conn, token)
-            if self._restore is not None
-            else {"reconnect_rejected": {"reason": "reconnect is not enabled"}}
-        )
+        extras = await self._resume(conn, token)
+        if not outbound.is_open():
+            return conn  # gone while restoring: the transport's close saves the session again
         conn.send(orjson.dumps(self._welcome(conn, extras)))
         self._log.info(
             "connection.opened",
@@ -119,6 +117,15 @@ class ConnectionLifecycle:
             reconnected=bool(extras.get("reconnected")),
         )
         return conn
+
+    async def _resume(self, conn: Connection, token: str) -> dict[str, object]:
+        if self._restore is None:
+            return {"reconnect_rejected": {"reason": "reconnect is not enabled"}}
+        try:
+            return await self._restore(conn, token)
+        except Exception:  # noqa: BLE001 - boundary: a failed restore must still welcome the client
+            self._log.exception("reconnect.failed", client_id=conn.client_id)
+            return {"reconnect_rejected": {"reason": "unavailable"}}
 
     def _refuse_over_capacity(self, outbound: Outbound, info: ClientInfo) -> bool:
         if not self._connections.full:

@@ -69,7 +69,7 @@ class CompiledStrategy:
     position: dict[str, Any]  # positionSize and leverage, reported with Z1
 
 
-def _holds(rules: tuple[Rule, ...], values: Mapping[Hashable, float | None]) -> bool:
+def _holds(rules: tuple[Rule, ...], values: Mapping[Any, float | None]) -> bool:
     """All rules true (an empty section never fires)."""
     if not rules:
         return False
@@ -116,7 +116,7 @@ class StrategyStateMachine:
             self._enter(State.INACTIVE, ts, "deactivated")
 
     # ------------------------------------------------------------------ ticks
-    def on_tick(self, tick: Tick, values: Mapping[Hashable, float | None]) -> None:
+    def on_tick(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         state = self.state
         if state is State.MONITORING:
             if tick.ts >= self.cooldown_until and _holds(self.strategy.signal, values):
@@ -126,12 +126,12 @@ class StrategyStateMachine:
         elif state is State.POSITION_ACTIVE:
             self._evaluate_position(tick, values)
 
-    def _signal_detected(self, tick: Tick, values: Mapping[Hashable, float | None]) -> None:
+    def _signal_detected(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         self.signal_at = tick.ts
         self._enter(State.SIGNAL_DETECTED, tick.ts, "s1_signal conditions met")
         self._signal("S1", tick, self.strategy.signal, values)
 
-    def _evaluate_signal(self, tick: Tick, values: Mapping[Hashable, float | None]) -> None:
+    def _evaluate_signal(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         strategy = self.strategy
         if _holds(strategy.emergency, values):
             self._emergency(tick, values)
@@ -147,7 +147,7 @@ class StrategyStateMachine:
             self._signal("O1", tick, strategy.cancel, values)
             self._enter(State.MONITORING, tick.ts, "signal cancelled")
 
-    def _evaluate_position(self, tick: Tick, values: Mapping[Hashable, float | None]) -> None:
+    def _evaluate_position(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         if _holds(self.strategy.emergency, values):
             self._emergency(tick, values)
             return
@@ -161,7 +161,7 @@ class StrategyStateMachine:
         )
         self._enter(State.MONITORING, tick.ts, "position closed")
 
-    def _exit_reason(self, tick: Tick, values: Mapping[Hashable, float | None]) -> str | None:
+    def _exit_reason(self, tick: Tick, values: Mapping[Any, float | None]) -> str | None:
         pnl = self._pnl_pct(tick.price)
         strategy = self.strategy
         if strategy.stop_loss_pct is not None and pnl <= -strategy.stop_loss_pct:
@@ -172,7 +172,7 @@ class StrategyStateMachine:
             return "ze1_close conditions met"
         return None
 
-    def _emergency(self, tick: Tick, values: Mapping[Hashable, float | None]) -> None:
+    def _emergency(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         extra: dict[str, Any] = {"cooldown_seconds": self.strategy.cooldown_seconds}
         if self.state is State.POSITION_ACTIVE:
             extra["pnl_pct"] = self._pnl_pct(tick.price)
@@ -219,7 +219,7 @@ class StrategyStateMachine:
         signal_type: str,
         tick: Tick,
         rules: tuple[Rule, ...],
-        values: Mapping[Hashable, float | None],
+        values: Mapping[Any, float | None],
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.signals += 1

@@ -44,11 +44,14 @@ class AuthMessageHandler:
         self._grace = expiry_grace
         # Called after a successful auth (reconnect: subscriptions that waited for permissions).
         self.after_auth: Callable[[Connection], list[dict[str, object]]] | None = None
+        # Called when privileges change (expiry, re-auth): parks subscriptions no longer allowed.
+        self.on_privileges_changed: Callable[[Connection], list[str]] | None = None
 
     def handle_auth(self, conn: Connection, message: Auth) -> dict[str, Any]:
         principal = self._auth.verify(message.token)
         self._connections.bind_user(conn, principal)
         self.watch_expiry(conn, principal)
+        revoked = self.on_privileges_changed(conn) if self.on_privileges_changed is not None else []
         reply: dict[str, Any] = {
             "type": "response",
             "status": "authenticated",
@@ -57,6 +60,8 @@ class AuthMessageHandler:
             "permissions": sorted(p.value for p in principal.permissions),
             "expires_at": iso_from_ms(int(principal.expires_at * 1000)),
         }
+        if revoked:
+            reply["revoked_subscriptions"] = revoked
         if self.after_auth is not None:
             restored = self.after_auth(conn)
             if restored:
@@ -74,11 +79,12 @@ class AuthMessageHandler:
         if conn.closed or conn.principal is not principal:
             return
         self._connections.drop_user(conn)
+        revoked = self.on_privileges_changed(conn) if self.on_privileges_changed is not None else []
         self._metrics.errors[ErrorCode.TOKEN_EXPIRED.value] += 1
         envelope = self._errors.envelope(
             ErrorCode.TOKEN_EXPIRED,
             "token expired: privileges dropped; send auth with a fresh token",
-            details={"grace_seconds": self._grace},
+            details={"grace_seconds": self._grace, "paused_subscriptions": revoked},
         )
         conn.send(orjson.dumps(envelope))
         loop = asyncio.get_running_loop()

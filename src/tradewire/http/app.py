@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from tradewire._version import __version__
 from tradewire.auth.users import UserStore
+from tradewire.core.client_utils import client_address, parse_networks
 from tradewire.core.limits import KeyedRateLimiter
 from tradewire.server import WebSocketAPIServer
 
@@ -43,7 +44,9 @@ def create_http_app(server: WebSocketAPIServer) -> FastAPI:
     """The HTTP app for ``server``; the server's lifecycle is managed by the caller."""
     app = FastAPI(title="tradewire", version=__version__)
     users = UserStore(server.settings.users_path)
-    limiter = KeyedRateLimiter(LOGIN_RATE_PER_MINUTE / 60, LOGIN_BURST)
+    by_address = KeyedRateLimiter(LOGIN_RATE_PER_MINUTE / 60, LOGIN_BURST)
+    by_user = KeyedRateLimiter(LOGIN_RATE_PER_MINUTE / 60, LOGIN_BURST)
+    trusted = parse_networks(server.settings.trusted_proxies)
     registry = server.metrics.registry()
 
     @app.get("/health")
@@ -61,8 +64,10 @@ def create_http_app(server: WebSocketAPIServer) -> FastAPI:
 
     @app.post("/api/v1/auth/login", response_model=LoginResponse)
     async def login(body: LoginRequest, request: Request) -> Any:
-        address = request.client.host if request.client else "unknown"
-        if not limiter.allow(address, server.clock.monotonic()):
+        peer = request.client.host if request.client else "unknown"
+        address = client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+        now = server.clock.monotonic()
+        if not (by_address.allow(address, now) and by_user.allow(body.username, now)):
             return _error(429, "rate_limit_exceeded", "too many login attempts")
         user = await asyncio.to_thread(users.authenticate, body.username, body.password)
         if user is None:

@@ -37,6 +37,7 @@ from tradewire.sessions.session_store import (
     SavedSession,
     SavedSubscription,
     SessionStore,
+    SessionStoreError,
     new_token,
     split_token,
     token_matches,
@@ -96,17 +97,17 @@ class ReconnectService:
         if conn.reconnect_hash is None:
             return None  # never welcomed, or taken over by a newer connection
         unsent = conn.unsent_offsets()
-        saved = [
-            SavedSubscription(
-                sub.stream.value,
-                sub.filter.params_dict(),
-                min(sub.last_offset, unsent.get(sub.stream.value, sub.last_offset + 1) - 1),
-                self._broadcast.histories[sub.stream].epoch,
-            )
-            for sub in subscriptions
-        ]
+        saved = []
+        for sub in subscriptions:
+            # Every message of the stream up to its current position was either queued to this
+            # client or filtered out, except what may not have left the server.
+            position, epoch = self._broadcast.position(sub.stream)
+            delivered = min(position, unsent.get(sub.stream.value, position + 1) - 1)
+            saved.append(SavedSubscription(sub.stream.value, sub.filter.params_dict(), delivered, epoch))
         saved.extend(self._parked.get(conn.client_id, ()))
         principal = conn.principal
+        if principal is None and not saved:
+            return None  # nothing worth resuming: do not let anonymous churn evict real sessions
         return SavedSession(
             client_id=conn.client_id,
             token_hash=conn.reconnect_hash,
@@ -125,9 +126,9 @@ class ReconnectService:
     async def _save(self, session: SavedSession) -> None:
         try:
             await self.store.save(session, self.ttl)
-        except (OSError, ConnectionError) as exc:
+        except SessionStoreError as exc:
             self._metrics.reconnects["save_failed"] += 1
-            _log.error("reconnect.save_failed", client_id=session.client_id, error=type(exc).__name__)
+            _log.error("reconnect.save_failed", client_id=session.client_id, error=str(exc))
 
     # ------------------------------------------------------------------ restore
     async def restore(self, conn: Connection, token: str) -> dict[str, object]:
@@ -143,13 +144,17 @@ class ReconnectService:
         if session is None:
             try:
                 session = await self.store.claim(client_id, secret)
-            except (OSError, ConnectionError) as exc:
-                _log.error("reconnect.store_failed", error=type(exc).__name__)
+            except SessionStoreError as exc:
+                _log.error("reconnect.store_failed", error=str(exc))
                 return self._rejected("unavailable")
-        if session is None or conn.closed:
+        if session is None:
             return self._rejected("invalid_or_expired")
         self._metrics.reconnects[result] += 1
-        return self._apply(conn, session)
+        extras = self._apply(conn, session)
+        # Until a welcome with a new token reaches the client, the token it holds stays the key:
+        # if the connection dies first, the session is saved again under that token.
+        conn.reconnect_hash = session.token_hash
+        return extras
 
     def _take_over(self, client_id: str, secret: str) -> SavedSession | None:
         """The live state of a still-open connection whose token this is, which is then closed."""
@@ -157,6 +162,7 @@ class ReconnectService:
         if live is None or live.reconnect_hash is None or not token_matches(secret, live.reconnect_hash):
             return None
         session = self.snapshot(live, self._subscriptions.remove_client(client_id))
+        self._parked.pop(client_id, None)
         live.reconnect_hash = None  # its token is spent; closing it must not save it again
         self._connections.detach(live)
         live.close(CloseCode.NORMAL, "session resumed by a new connection")
@@ -212,6 +218,22 @@ class ReconnectService:
         """After ``auth``: restore subscriptions that were waiting for a permission."""
         parked = self._parked.pop(conn.client_id, [])
         return [self._resubscribe(conn, saved) for saved in parked]
+
+    def revoke(self, conn: Connection) -> list[str]:
+        """Privileges changed (token expired, or re-auth as someone else or at a lower level):
+        park every subscription the connection may no longer hold; returns their streams."""
+        principal = conn.principal
+        revoked = []
+        for sub in self._subscriptions.of_client(conn.client_id):
+            permission = CATALOG[sub.stream].permission
+            if principal is not None and (permission is None or permission in principal.permissions):
+                continue
+            self._subscriptions.unsubscribe(conn.client_id, sub.stream)
+            position, epoch = self._broadcast.position(sub.stream)
+            saved = SavedSubscription(sub.stream.value, sub.filter.params_dict(), position, epoch)
+            self._parked.setdefault(conn.client_id, []).append(saved)
+            revoked.append(sub.stream.value)
+        return revoked
 
     def _rejected(self, reason: str) -> dict[str, object]:
         self._metrics.reconnects[f"rejected_{reason}"] += 1

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tradewire.errors import TradewireError
+
 SECRET_BYTES = 24  # 192 bits
 
 
@@ -41,6 +43,10 @@ class SavedSession(msgspec.Struct, frozen=True):
     level: str | None = None
     auth_expires_at: float | None = None  # the JWT's exp; auth is restored only before it
     subscriptions: list[SavedSubscription] = []
+
+
+class SessionStoreError(TradewireError):
+    """The store could not be reached or returned something unreadable (translated from the backend)."""
 
 
 class SessionStore(Protocol):

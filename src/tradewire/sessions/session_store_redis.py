@@ -9,9 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from tradewire.sessions.session_store import SavedSession, decode_session, encode_session, token_matches
+from tradewire.sessions.session_store import (
+    SavedSession,
+    SessionStoreError,
+    decode_session,
+    encode_session,
+    token_matches,
+)
 
 _COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -28,31 +36,44 @@ class RedisSessionStore:
         self._cad: Any = self._redis.register_script(_COMPARE_AND_DELETE)
 
     async def start(self) -> None:
-        await self._redis.ping()
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise SessionStoreError(f"redis unavailable: {type(exc).__name__}") from exc
 
     async def stop(self) -> None:
         await self._redis.aclose()
 
     async def save(self, session: SavedSession, ttl: float) -> None:
-        await self._redis.set(self._prefix + session.client_id, encode_session(session), px=int(ttl * 1000))
+        try:
+            await self._redis.set(
+                self._prefix + session.client_id, encode_session(session), px=int(ttl * 1000)
+            )
+        except RedisError as exc:
+            raise SessionStoreError(f"redis save failed: {type(exc).__name__}") from exc
 
     async def claim(self, client_id: str, secret: str) -> SavedSession | None:
         key = self._prefix + client_id
-        raw = await self._redis.get(key)
-        if raw is None:
-            return None
-        session = decode_session(raw)
-        if not token_matches(secret, session.token_hash):
-            return None
-        if not await self._cad(keys=[key], args=[raw]):
-            return None  # claimed concurrently by someone else
+        try:
+            raw = await self._redis.get(key)
+            if raw is None:
+                return None
+            session = decode_session(raw)
+            if not token_matches(secret, session.token_hash):
+                return None
+            if not await self._cad(keys=[key], args=[raw]):
+                return None  # claimed concurrently by someone else
+        except RedisError as exc:
+            raise SessionStoreError(f"redis claim failed: {type(exc).__name__}") from exc
+        except msgspec.DecodeError as exc:
+            raise SessionStoreError("unreadable saved session") from exc
         return session
 
     async def count(self) -> int:
         count = 0
-        async for _ in self._redis.scan_iter(match=self._prefix + "*", count=1000):
-            count += 1
+        try:
+            async for _ in self._redis.scan_iter(match=self._prefix + "*", count=1000):
+                count += 1
+        except RedisError as exc:
+            raise SessionStoreError(f"redis scan failed: {type(exc).__name__}") from exc
         return count
-
-    async def ping(self) -> bool:
-        return bool(await self._redis.ping())

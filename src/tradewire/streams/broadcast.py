@@ -62,14 +62,14 @@ class BroadcastProvider:
         spec = CATALOG[stream]
         key = (stream, symbol) if spec.conflatable and isinstance(symbol, str) else None
         frame = Frame(orjson.dumps(envelope), offset, key, stream.value)
-        history.append(offset, frame, self._clock.monotonic())
+        history.append(offset, frame, self._clock.monotonic(), data)
         latest = self._latest.get(stream)
         if latest is not None and isinstance(symbol, str):
             latest[symbol] = frame
         delivered = 0
         for sub in self._subscriptions.recipients(stream, symbol):
             conn = sub.conn
-            if conn.closed or conn.client_id == exclude_client or not sub.filter.matches(data):
+            if conn.client_id == exclude_client or not sub.filter.matches(data):
                 continue
             conn.queue_frame(frame)
             sub.last_offset = offset
@@ -104,14 +104,17 @@ class BroadcastProvider:
         history = self.histories[sub.stream]
         if epoch != history.epoch:
             return False
-        frames = history.since(after_offset, self._clock.monotonic())
-        if frames is None:
+        entries = history.since(after_offset, self._clock.monotonic())
+        if entries is None:
             return False
-        symbols = sub.filter.symbols
-        for frame in frames:
-            data = orjson.loads(frame.payload)["data"]
-            if (symbols is None or data.get("symbol") in symbols) and sub.filter.matches(data):
-                sub.conn.queue_frame(frame)
+        symbols, flt, conn = sub.filter.symbols, sub.filter, sub.conn
+        replayed = 0
+        for entry in entries:
+            data = entry.data
+            if (symbols is None or data.get("symbol") in symbols) and flt.matches(data):
+                conn.queue_frame(entry.frame)
+                replayed += len(entry.frame.payload)
+        conn.allowance += replayed  # a backlog written at once must not count as a slow consumer
         sub.last_offset = max(sub.last_offset, history.offset)
         return True
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from tradewire.core.frames import Frame
 
@@ -19,6 +20,7 @@ class Entry:
     offset: int
     at: float  # monotonic seconds when appended
     frame: Frame
+    data: dict[str, Any]  # the published data, for filtering on replay without decoding
 
 
 class StreamHistory:
@@ -40,10 +42,10 @@ class StreamHistory:
         self.offset += 1
         return self.offset
 
-    def append(self, offset: int, frame: Frame, now: float) -> None:
+    def append(self, offset: int, frame: Frame, now: float, data: dict[str, Any]) -> None:
         """Keep ``frame`` (the deque drops the oldest over ``max_size``), then drop expired ones."""
         entries = self._entries
-        entries.append(Entry(offset, now, frame))
+        entries.append(Entry(offset, now, frame, data))
         self.trim(now)
 
     def trim(self, now: float) -> None:
@@ -52,8 +54,8 @@ class StreamHistory:
         while entries and entries[0].at < horizon:
             entries.popleft()
 
-    def since(self, offset: int, now: float) -> list[Frame] | None:
-        """Frames after ``offset`` in order, or None if history no longer reaches back to it."""
+    def since(self, offset: int, now: float) -> list[Entry] | None:
+        """Entries after ``offset`` in order, or None if history no longer reaches back to it."""
         self.trim(now)
         if offset >= self.offset:
             return []
@@ -61,4 +63,4 @@ class StreamHistory:
         if not entries or entries[0].offset > offset + 1:
             return None
         start = offset + 1 - entries[0].offset
-        return [entries[i].frame for i in range(start, len(entries))]
+        return [entries[i] for i in range(start, len(entries))]

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 
 import structlog
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from tradewire.core.client_utils import Network, client_info, origin_allowed, reconnect_token
 from tradewire.core.connection import Connection
@@ -84,6 +84,9 @@ class AsgiOutbound:
     def ping(self) -> None:
         """ASGI cannot send protocol pings; the ASGI server's own keepalive covers it."""
 
+    def is_open(self) -> bool:
+        return self._close is None and self._ws.client_state is WebSocketState.CONNECTED
+
     async def aclose(self, flush_timeout: float = 0.0) -> None:
         """Stop the writer task, first letting it flush for up to ``flush_timeout`` seconds."""
         if flush_timeout > 0:
@@ -105,6 +108,7 @@ class AsgiOutbound:
                     await self._ws.send_text(payload.decode())
                     if self._paused and self._bytes <= self._high_water // 4:
                         self._resume()
+                self._resume()  # drained: everything queued was handed to the ASGI server
                 if self._close is not None:
                     await self._send_close()
                     return

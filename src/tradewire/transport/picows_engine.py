@@ -85,6 +85,9 @@ class PicowsOutbound:
     def ping(self) -> None:
         self._transport.send_ping()
 
+    def is_open(self) -> bool:
+        return not self._transport.is_disconnected
+
 
 class _Listener(WSListener):
     """One connection's picows callbacks."""

@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, event, func, insert, inspect, select
+from sqlalchemy import Connection, delete, event, func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tradewire.engine.storage.schema import MIGRATIONS, bars, datasets, schema_migrations, strategies, trades
+from tradewire.engine.storage.schema import (
+    MIGRATIONS,
+    activations,
+    bars,
+    datasets,
+    schema_migrations,
+    strategies,
+    trades,
+)
 
 _log = structlog.get_logger("tradewire.storage")
 INSERT_CHUNK = 5_000
@@ -137,6 +145,24 @@ class Database:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_stored(row) for row in rows]
+
+    async def set_active(self, name: str, symbol: str, active: bool) -> None:
+        """Remember (or forget) that ``name`` runs on ``symbol``, so a restart resumes it."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(activations).where(
+                    (activations.c.strategy_name == name) & (activations.c.symbol == symbol)
+                )
+            )
+            if active:
+                await conn.execute(
+                    insert(activations).values(strategy_name=name, symbol=symbol, activated_at=time.time())
+                )
+
+    async def active_pairs(self) -> list[tuple[str, str]]:
+        query = select(activations.c.strategy_name, activations.c.symbol).order_by(activations.c.activated_at)
+        async with self.engine.connect() as conn:
+            return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
 
     # ------------------------------------------------------------------ datasets
     async def import_bars(self, symbol: str, source: str, rows: Sequence[Bar]) -> Dataset:

@@ -89,6 +89,15 @@ trades = Table(
 Index("ix_trades_dataset_ts", trades.c.dataset_id, trades.c.ts)
 
 
+activations = Table(
+    "activations",
+    metadata,
+    Column("strategy_name", String(128), primary_key=True),
+    Column("symbol", String(32), primary_key=True),
+    Column("activated_at", Float, nullable=False),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -107,4 +116,5 @@ def _create(*tables: Table) -> Callable[[Connection], None]:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "strategies with versions", _create(strategies)),
     Migration(2, "datasets of bars and trades", _create(datasets, bars, trades)),
+    Migration(3, "active (strategy, symbol) pairs", _create(activations)),
 )

@@ -1,0 +1,257 @@
+"""Strategy manager: versioned strategy documents, activation per (strategy, symbol), and the
+state machines driven by indicator updates.
+
+Each (strategy, symbol) pair has its own :class:`StrategyStateMachine` (the original shared one
+object across symbols, so the last symbol won). Indicators are shared per symbol through the
+:class:`IndicatorBank`: two strategies asking for ``rsi(period=14)`` on BTC update one instance.
+Documents and activations are stored in the database (every write in a transaction) and loaded
+at start; the first start installs the example strategies. The handler layer never touches
+storage: it calls this class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from tradewire.engine.examples import EXAMPLES
+from tradewire.engine.indicators import INDICATORS, IndicatorBank, IndicatorKey
+from tradewire.engine.state_machine import CompiledStrategy, Emit, Rule, StrategyStateMachine
+from tradewire.engine.storage.database import Database
+from tradewire.engine.strategy_document import (
+    Condition,
+    StrategyDocument,
+    StrategyValidationError,
+    compare,
+    parse_strategy,
+    to_document,
+    validate_strategy,
+)
+from tradewire.engine.ticks import Tick
+from tradewire.errors import RequestError
+from tradewire.protocol.codes import ErrorCode
+
+_log = structlog.get_logger("tradewire.strategies")
+INDICATOR_PUBLISH_INTERVAL = 1.0  # market seconds between indicator.updated events per symbol
+
+
+@dataclass(slots=True)
+class _Strategy:
+    document: StrategyDocument
+    version: int
+    created_by: str | None
+    updated_at: float
+
+
+@dataclass(slots=True)
+class _Pair:
+    machine: StrategyStateMachine
+    keys: list[IndicatorKey]  # indicator holds to release on deactivation
+
+
+def _not_found(name: str) -> RequestError:
+    return RequestError(ErrorCode.STRATEGY_NOT_FOUND, f"no strategy named '{name}'", {"strategy_name": name})
+
+
+class StrategyManager:
+    """In-memory view of the stored strategies plus the running state machines."""
+
+    def __init__(
+        self, db: Database, bank: IndicatorBank, emit: Emit, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = db
+        self._bank = bank
+        self._emit = emit
+        self._clock = clock
+        self._strategies: dict[str, _Strategy] = {}
+        self._pairs: dict[tuple[str, str], _Pair] = {}
+        self._by_symbol: dict[str, list[StrategyStateMachine]] = {}
+        self._published_at: dict[str, float] = {}
+        self.ticks = 0
+
+    @property
+    def known_indicators(self) -> frozenset[str]:
+        return frozenset(INDICATORS)
+
+    # ------------------------------------------------------------------ start-up
+    async def load(self) -> None:
+        """Load the latest version of every stored strategy and resume stored activations;
+        on an empty database install the examples, active on their symbols."""
+        stored = await self._db.latest_strategies()
+        if not stored:
+            await self._install_examples()
+            return
+        for row in stored:
+            document = parse_strategy(row.document, self.known_indicators)
+            self._strategies[row.name] = _Strategy(document, row.version, row.created_by, row.created_at)
+        for name, symbol in await self._db.active_pairs():
+            if name in self._strategies:
+                self._start_pair(name, symbol)
+        _log.info("strategies.loaded", strategies=len(self._strategies), active=len(self._pairs))
+
+    async def _install_examples(self) -> None:
+        for raw in EXAMPLES:
+            name, _ = await self.upsert(raw, created_by="tradewire")
+            for symbol in self._strategies[name].document.symbols:
+                await self.activate(name, symbol)
+        _log.info("strategies.examples_installed", strategies=len(EXAMPLES))
+
+    # ------------------------------------------------------------------ documents
+    def validate(self, raw: object) -> dict[str, Any]:
+        return validate_strategy(raw, self.known_indicators).to_dict()
+
+    async def upsert(self, raw: object, created_by: str | None) -> tuple[str, int]:
+        """Store ``raw`` as the next version of its strategy; running pairs switch to it."""
+        try:
+            document = parse_strategy(raw, self.known_indicators)
+        except StrategyValidationError as exc:
+            raise RequestError(
+                ErrorCode.VALIDATION_ERROR, "strategy document is invalid", exc.result.to_dict()
+            ) from exc
+        version = await self._db.save_strategy(document.name, to_document(document), created_by)
+        self._strategies[document.name] = _Strategy(document, version, created_by, self._clock())
+        for name, symbol in [pair for pair in self._pairs if pair[0] == document.name]:
+            self._stop_pair(name, symbol, "strategy updated")
+            self._start_pair(name, symbol)
+        return document.name, version
+
+    def strategies(self) -> list[dict[str, Any]]:
+        return [self._describe(name) for name in sorted(self._strategies)]
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        entry = self._strategies[name]
+        return {
+            "strategy_name": name,
+            "version": entry.version,
+            "direction": entry.document.direction.value,
+            "description": entry.document.description,
+            "symbols": list(entry.document.symbols),
+            "active_symbols": sorted(symbol for n, symbol in self._pairs if n == name),
+            "updated_at": entry.updated_at,
+            "updated_by": entry.created_by,
+            "document": to_document(entry.document),
+        }
+
+    # ------------------------------------------------------------------ activation
+    async def activate(self, name: str, symbol: str) -> dict[str, Any]:
+        if name not in self._strategies:
+            raise _not_found(name)
+        if (name, symbol) not in self._pairs:
+            self._start_pair(name, symbol)
+            await self._db.set_active(name, symbol, True)
+        return self._pairs[(name, symbol)].machine.status()
+
+    async def deactivate(self, name: str, symbol: str) -> dict[str, Any]:
+        if name not in self._strategies:
+            raise _not_found(name)
+        pair = self._pairs.get((name, symbol))
+        if pair is None:
+            raise RequestError(
+                ErrorCode.VALIDATION_ERROR,
+                f"strategy '{name}' is not active on {symbol}",
+                {"strategy_name": name, "symbol": symbol},
+            )
+        self._stop_pair(name, symbol, "deactivated")
+        await self._db.set_active(name, symbol, False)
+        return pair.machine.status()
+
+    def status(self, name: str | None = None, symbol: str | None = None) -> list[dict[str, Any]]:
+        if name is not None and name not in self._strategies:
+            raise _not_found(name)
+        return [
+            pair.machine.status()
+            for (pair_name, pair_symbol), pair in sorted(self._pairs.items())
+            if (name is None or pair_name == name) and (symbol is None or pair_symbol == symbol)
+        ]
+
+    def _start_pair(self, name: str, symbol: str) -> None:
+        entry = self._strategies[name]
+        keys: list[IndicatorKey] = []
+        compiled = self._compile(entry, symbol, keys)
+        machine = StrategyStateMachine(compiled, symbol, self._emit)
+        self._pairs[(name, symbol)] = _Pair(machine, keys)
+        self._by_symbol.setdefault(symbol, []).append(machine)
+        machine.activate(self._clock())
+
+    def _stop_pair(self, name: str, symbol: str, reason: str) -> None:
+        pair = self._pairs.pop((name, symbol))
+        pair.machine.deactivate(self._clock())
+        machines = self._by_symbol[symbol]
+        machines.remove(pair.machine)
+        if not machines:
+            del self._by_symbol[symbol]
+        for key in pair.keys:
+            self._bank.release(symbol, key)
+        _log.info("strategy.stopped", strategy=name, symbol=symbol, reason=reason)
+
+    def _compile(self, entry: _Strategy, symbol: str, keys: list[IndicatorKey]) -> CompiledStrategy:
+        doc = entry.document
+
+        def rules(conditions: tuple[Condition, ...]) -> tuple[Rule, ...]:
+            out = []
+            for condition in conditions:
+                key = self._bank.ensure(symbol, condition.indicator, condition.params)
+                keys.append(key)
+                out.append(
+                    Rule(condition.id, condition.indicator, key, compare(condition.operator), condition.value)
+                )
+            return tuple(out)
+
+        return CompiledStrategy(
+            name=doc.name,
+            version=entry.version,
+            direction=doc.direction.value,
+            signal=rules(doc.signal.conditions),
+            entry=rules(doc.entry.conditions),
+            close=rules(doc.close.conditions),
+            cancel=rules(doc.cancel.conditions),
+            emergency=rules(doc.emergency_exit.conditions),
+            cancel_timeout=doc.cancel.timeout_seconds,
+            stop_loss_pct=doc.entry.stop_loss_percent,
+            take_profit_pct=doc.entry.take_profit_percent,
+            cooldown_seconds=doc.emergency_exit.cooldown_minutes * 60.0,
+            position={
+                "positionSize": {
+                    "type": doc.entry.position_size.type.value,
+                    "value": doc.entry.position_size.value,
+                },
+                "leverage": doc.entry.leverage,
+            },
+        )
+
+    # ------------------------------------------------------------------ market data
+    def on_tick(self, tick: Tick) -> None:
+        """Update the symbol's indicators once, then every state machine running on it."""
+        machines = self._by_symbol.get(tick.symbol)
+        if machines is None:
+            return
+        self.ticks += 1
+        values = self._bank.update(tick)
+        for machine in machines:
+            machine.on_tick(tick, values)
+        if tick.ts - self._published_at.get(tick.symbol, float("-inf")) >= INDICATOR_PUBLISH_INTERVAL:
+            self._published_at[tick.symbol] = tick.ts
+            self._publish_indicators(tick, values)
+
+    def _publish_indicators(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
+        for key, value in values.items():
+            if value is None or not isinstance(key, tuple):
+                continue
+            name, *params = key
+            self._emit(
+                "indicator.updated",
+                {
+                    "symbol": tick.symbol,
+                    "indicator_type": name,
+                    "params": dict(params),
+                    "value": value,
+                    "timestamp": tick.ts,
+                },
+            )
+
+    def health(self) -> dict[str, Any]:
+        return {"strategies": len(self._strategies), "active_pairs": len(self._pairs), "ticks": self.ticks}
