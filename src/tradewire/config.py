@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     stream_history_size: int | None = Field(None, ge=0)  # overrides the catalog's count for every stream
     stream_history: dict[str, int] = {}  # per stream, e.g. {"market_data": 50000}; wins over both
 
+    # Embedded engine (used by `tradewire serve`)
+    engine: bool = True  # run the reference engine behind the gateway
+    synthetic_symbols: CommaList = ["BTC-USD", "ETH-USD", "SOL-USD"]  # empty: no synthetic feed
+    synthetic_interval: float = Field(0.25, gt=0)  # seconds between ticks of each symbol
+    synthetic_seed: int = 7
+
     # Reconnect (DESIGN §3.5)
     session_ttl: float = Field(3600.0, gt=0)
     session_cleanup_interval: float = Field(300.0, gt=0)
@@ -110,7 +116,7 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "info"
 
-    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "synthetic_symbols", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):

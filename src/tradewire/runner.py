@@ -11,6 +11,7 @@ import structlog
 import uvicorn
 
 from tradewire.config import Settings
+from tradewire.engine.controller import EmbeddedEngine
 from tradewire.http.app import create_http_app
 from tradewire.server import WebSocketAPIServer
 
@@ -26,7 +27,8 @@ class EmbeddedUvicorn(uvicorn.Server):
 async def serve(settings: Settings) -> None:
     """Start both servers, log their URLs, and stop both cleanly on a signal."""
     log = structlog.get_logger("tradewire")
-    server = WebSocketAPIServer(settings=settings)
+    engine = EmbeddedEngine(settings) if settings.engine else None
+    server = WebSocketAPIServer(settings=settings, controller=engine)
     await server.start()
     http = EmbeddedUvicorn(
         uvicorn.Config(

@@ -23,6 +23,7 @@ from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.clock import Clock, SystemClock
 from tradewire.config import Settings
+from tradewire.controller import Controller
 from tradewire.core.client_utils import parse_networks
 from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
@@ -33,6 +34,7 @@ from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
 from tradewire.handlers.protocol import ProtocolHandler
+from tradewire.handlers.strategy import StrategyHandler
 from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
@@ -57,15 +59,15 @@ _NOT_YET_SERVED: dict[str, tuple[MessageType, ...]] = {
         MessageType.COLLECTION_STATUS,
     ),
     "results": (MessageType.RESULTS_REQUEST,),
-    "strategy manager": (
-        MessageType.GET_STRATEGIES,
-        MessageType.ACTIVATE_STRATEGY,
-        MessageType.DEACTIVATE_STRATEGY,
-        MessageType.GET_STRATEGY_STATUS,
-        MessageType.VALIDATE_STRATEGY_CONFIG,
-        MessageType.UPSERT_STRATEGY,
-    ),
 }
+_STRATEGY_TYPES = (
+    MessageType.GET_STRATEGIES,
+    MessageType.ACTIVATE_STRATEGY,
+    MessageType.DEACTIVATE_STRATEGY,
+    MessageType.GET_STRATEGY_STATUS,
+    MessageType.VALIDATE_STRATEGY_CONFIG,
+    MessageType.UPSERT_STRATEGY,
+)
 
 
 class WebSocketAPIServer:
@@ -81,7 +83,7 @@ class WebSocketAPIServer:
         jwt_secret: str | None = None,
         max_connections: int | None = None,
         heartbeat_interval: float | None = None,
-        controller: Any = None,
+        controller: Controller | None = None,
         *,
         clock: Clock | None = None,
     ) -> None:
@@ -228,6 +230,28 @@ class WebSocketAPIServer:
             unavailable = UnavailableHandler(component)
             for message_type in message_types:
                 router.register(message_type, unavailable.handle)
+        self._register_engine()
+
+    def _register_engine(self) -> None:
+        """Strategy messages and engine queries go to the controller, when there is one."""
+        router = self.message_router
+        if self.controller is None:
+            unavailable = UnavailableHandler("strategy manager")
+            for message_type in _STRATEGY_TYPES:
+                router.register(message_type, unavailable.handle)
+            return
+        strategies = StrategyHandler(self.controller.strategies)
+        write = Permission.MANAGE_STRATEGIES
+        router.register(MessageType.GET_STRATEGIES, strategies.handle_get_strategies)
+        router.register(MessageType.GET_STRATEGY_STATUS, strategies.handle_get_strategy_status)
+        router.register(MessageType.VALIDATE_STRATEGY_CONFIG, strategies.handle_validate_strategy_config)
+        router.register(MessageType.UPSERT_STRATEGY, strategies.handle_upsert_strategy, permission=write)
+        router.register(MessageType.ACTIVATE_STRATEGY, strategies.handle_activate_strategy, permission=write)
+        router.register(
+            MessageType.DEACTIVATE_STRATEGY, strategies.handle_deactivate_strategy, permission=write
+        )
+        for name, action in self.controller.queries().items():
+            self.protocol_handler.register_query(name, action)
 
     # ------------------------------------------------------------------ public API (seed)
     async def start(self) -> None:
@@ -255,6 +279,8 @@ class WebSocketAPIServer:
             await self.session_store.start()
         except SessionStoreError as exc:  # degrade: serve without reconnect until the store is back
             self.logger.error("session_store.unavailable", error=str(exc))
+        if self.controller is not None:
+            await self.controller.start(self.event_bus)
         self._embedded = True
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -266,6 +292,8 @@ class WebSocketAPIServer:
         if self._owns_bus:
             await self.event_bus.stop()
         await self.connection_lifecycle.shutdown(timeout)
+        if self.controller is not None:
+            await self.controller.stop()
         await self.reconnect.drain()
         await self.session_store.stop()
         if self._keepalive is not None:
@@ -330,6 +358,8 @@ class WebSocketAPIServer:
             "auth": {"ready": True, "algorithm": self.auth_handler.algorithm.value},
             "session_store": await self._store_health(),
         }
+        if self.controller is not None:
+            components["engine"] = self.controller.health()
         healthy = all(bool(part["ready"]) for part in components.values())
         return {"status": "healthy" if healthy else "unhealthy", "components": components}
 

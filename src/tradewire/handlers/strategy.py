@@ -1,0 +1,65 @@
+"""Strategy messages (DESIGN §3.2): list, validate, upsert, activate, deactivate, status.
+
+No storage or file I/O here (the seed's problem #3): every message is one call into the
+strategy manager. Writes need ``manage_strategies`` (trader and above), enforced by the router.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tradewire.core.connection import Connection
+from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.protocol.messages import (
+    ActivateStrategy,
+    DeactivateStrategy,
+    GetStrategies,
+    GetStrategyStatus,
+    UpsertStrategy,
+    ValidateStrategyConfig,
+)
+
+
+class StrategyHandler:
+    def __init__(self, manager: StrategyManager) -> None:
+        self._manager = manager
+
+    def handle_get_strategies(self, conn: Connection, message: GetStrategies) -> dict[str, Any]:
+        return {"type": "response", "status": "strategies_list", "strategies": self._manager.strategies()}
+
+    def handle_validate_strategy_config(
+        self, conn: Connection, message: ValidateStrategyConfig
+    ) -> dict[str, Any]:
+        return {
+            "type": "response",
+            "status": "strategy_validation",
+            **self._manager.validate(message.strategy_config),
+        }
+
+    async def handle_upsert_strategy(self, conn: Connection, message: UpsertStrategy) -> dict[str, Any]:
+        name, version = await self._manager.upsert(message.strategy_config, conn.user_id)
+        return {"type": "response", "status": "strategy_upserted", "strategy_name": name, "version": version}
+
+    async def handle_activate_strategy(self, conn: Connection, message: ActivateStrategy) -> dict[str, Any]:
+        status = await self._manager.activate(message.strategy_name, message.symbol)
+        return {"type": "response", "status": "strategy_activated", **status}
+
+    async def handle_deactivate_strategy(
+        self, conn: Connection, message: DeactivateStrategy
+    ) -> dict[str, Any]:
+        status = await self._manager.deactivate(message.strategy_name, message.symbol)
+        return {"type": "response", "status": "strategy_deactivated", **status}
+
+    def handle_get_strategy_status(self, conn: Connection, message: GetStrategyStatus) -> dict[str, Any]:
+        pairs = self._manager.status(message.strategy_name, message.symbol)
+        if message.strategy_name is not None and message.symbol is not None:
+            if not pairs:
+                return {
+                    "type": "response",
+                    "status": "strategy_status",
+                    "strategy_name": message.strategy_name,
+                    "symbol": message.symbol,
+                    "state": "inactive",
+                }
+            return {"type": "response", "status": "strategy_status", **pairs[0]}
+        return {"type": "response", "status": "all_strategies_status", "strategies": pairs}

@@ -1,0 +1,187 @@
+"""The reference engine behind the gateway, over a real socket: strategies end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+
+from tests.helpers import TIMEOUT, Running, open_client, recv_json, request
+from tradewire import Level, Settings, WebSocketAPIServer
+from tradewire.engine.controller import EmbeddedEngine
+from tradewire.engine.ticks import Tick
+
+FAST_RSI: dict[str, Any] = {
+    "strategy_name": "fast_rsi",
+    "direction": "LONG",
+    "s1_signal": {
+        "conditions": [
+            {"id": "low", "indicatorId": "rsi", "operator": "<", "value": 48, "params": {"period": 5}}
+        ]
+    },
+    "z1_entry": {
+        "conditions": [
+            {"id": "up", "indicatorId": "rsi", "operator": ">", "value": 50, "params": {"period": 5}}
+        ],
+        "positionSize": {"type": "percentage", "value": 10},
+        "stopLoss": {"offsetPercent": 5},
+        "takeProfit": {"offsetPercent": 10},
+    },
+    "ze1_close": {
+        "conditions": [
+            {"id": "hi", "indicatorId": "rsi", "operator": ">", "value": 60, "params": {"period": 5}}
+        ]
+    },
+    "o1_cancel": {"conditions": [], "timeoutSeconds": 30},
+    "emergency_exit": {"conditions": [], "cooldownMinutes": 0, "actions": ["notify"]},
+}
+
+
+@asynccontextmanager
+async def engine_server(settings: Settings) -> AsyncIterator[Running]:
+    server = WebSocketAPIServer(settings=settings, controller=EmbeddedEngine(settings))
+    await server.start()
+    try:
+        yield Running(server, server.ws_url, "picows")
+    finally:
+        await server.stop()
+
+
+async def _client(r: Running, level: Level = Level.TRADER) -> ClientConnection:
+    ws, _ = await open_client(r)
+    assert (await request(ws, {"type": "auth", "token": r.token(level=level)}))["status"] == "authenticated"
+    return ws
+
+
+async def _call(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
+    """Send a request and return its reply (the frame with its id), skipping stream data."""
+    message = {**message, "id": "call"}
+    await ws.send(json.dumps(message))
+    return await _until(ws, lambda f: f.get("id") == "call")
+
+
+async def _until(ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    async with asyncio.timeout(TIMEOUT * 2):
+        while True:
+            frame = await recv_json(ws)
+            if predicate(frame):
+                return frame
+
+
+async def test_strategy_lifecycle_end_to_end(settings_factory: Callable[..., Any]) -> None:
+    """Examples installed; validate, upsert (versioned), activate, signals streamed, persisted."""
+    settings = settings_factory(synthetic_interval=0.01, synthetic_symbols="BTC-USD,ETH-USD")
+    async with engine_server(settings) as r:
+        ws = await _client(r)
+        async with ws:
+            listed = await request(ws, {"type": "get_strategies", "id": 1})
+            assert listed["status"] == "strategies_list"
+            assert {s["strategy_name"] for s in listed["strategies"]} == {
+                "pump_detector",
+                "rsi_mean_reversion",
+            }
+            bad = await request(
+                ws, {"type": "validate_strategy_config", "strategy_config": {**FAST_RSI, "direction": "UP"}}
+            )
+            assert bad["status"] == "strategy_validation" and bad["valid"] is False
+            assert bad["errors"][0]["path"] == "direction"
+            first = await request(ws, {"type": "upsert_strategy", "strategy_config": FAST_RSI, "id": 2})
+            second = await request(ws, {"type": "upsert_strategy", "strategy_config": FAST_RSI, "id": 3})
+            assert (first["status"], first["version"], second["version"]) == ("strategy_upserted", 1, 2)
+            invalid = await request(
+                ws, {"type": "upsert_strategy", "strategy_config": {"strategy_name": "x"}}
+            )
+            assert invalid["error_code"] == "validation_error"
+            assert any(e["path"] == "direction" for e in invalid["details"]["errors"])
+            await request(
+                ws, {"type": "subscribe", "stream": "signals", "params": {"strategy_name": "fast_rsi"}}
+            )
+            await request(
+                ws, {"type": "subscribe", "stream": "state_machines", "params": {"strategy_name": "fast_rsi"}}
+            )
+            activated = await _call(
+                ws, {"type": "activate_strategy", "strategy_name": "fast_rsi", "symbol": "BTC-USD"}
+            )
+            assert (activated["status"], activated["state"]) == ("strategy_activated", "monitoring")
+            signal = await _until(ws, lambda f: f.get("stream") == "signals")
+            assert signal["data"]["signal_type"] == "S1"
+            assert signal["data"]["symbol"] == "BTC-USD"
+            assert signal["data"]["indicators"]["rsi"] < 48
+            status = await _call(
+                ws, {"type": "get_strategy_status", "strategy_name": "fast_rsi", "symbol": "BTC-USD"}
+            )
+            assert status["status"] == "strategy_status"
+            assert status["signals"] >= 1
+            missing = await request(
+                ws, {"type": "activate_strategy", "strategy_name": "nope", "symbol": "BTC-USD"}
+            )
+            assert missing["error_code"] == "strategy_not_found"
+    async with engine_server(settings) as again:  # same database: versions and activations survive
+        ws = await _client(again)
+        async with ws:
+            listed = await request(ws, {"type": "get_strategies"})
+            fast = next(s for s in listed["strategies"] if s["strategy_name"] == "fast_rsi")
+            assert (fast["version"], fast["active_symbols"]) == (2, ["BTC-USD"])
+            done = await request(
+                ws, {"type": "deactivate_strategy", "strategy_name": "fast_rsi", "symbol": "BTC-USD"}
+            )
+            assert done["status"] == "strategy_deactivated"
+            everything = await request(ws, {"type": "get_strategy_status"})
+            assert everything["status"] == "all_strategies_status"
+            assert all(p["strategy_name"] != "fast_rsi" for p in everything["strategies"])
+
+
+async def test_each_symbol_has_its_own_state(settings_factory: Callable[..., Any]) -> None:
+    """One strategy on two symbols: a falling BTC signals on BTC only (the original shared state)."""
+    async with engine_server(settings_factory(synthetic_symbols="")) as r:
+        manager = r.server.controller.strategies  # type: ignore[union-attr]
+        await manager.upsert(FAST_RSI, "test")
+        await manager.activate("fast_rsi", "BTC-USD")
+        await manager.activate("fast_rsi", "ETH-USD")
+        for n in range(10):
+            manager.on_tick(Tick("BTC-USD", 100.0 - n, 1.0, 1_000.0 + n))
+            manager.on_tick(Tick("ETH-USD", 100.0 + n, 1.0, 1_000.0 + n))
+        pairs = {p["symbol"]: p for p in manager.status("fast_rsi")}
+        assert (pairs["BTC-USD"]["state"], pairs["BTC-USD"]["signals"]) == ("signal_detected", 1)
+        assert (pairs["ETH-USD"]["state"], pairs["ETH-USD"]["signals"]) == ("monitoring", 0)
+
+
+async def test_strategy_writes_need_trader(settings_factory: Callable[..., Any]) -> None:
+    async with engine_server(settings_factory(synthetic_symbols="")) as r:
+        ws = await _client(r, Level.BASIC)
+        async with ws:
+            denied = await request(ws, {"type": "upsert_strategy", "strategy_config": FAST_RSI})
+            assert (denied["error_code"], denied["details"]["required"]) == (
+                "insufficient_permissions",
+                "manage_strategies",
+            )
+            assert (await request(ws, {"type": "get_strategies"}))["status"] == "strategies_list"
+            indicators = await request(ws, {"type": "query", "query_type": "indicators"})
+            assert "rsi" in {i["name"] for i in indicators["data"]}
+            health = await r.server.health_check()
+            assert health["components"]["engine"]["ready"] is True
+
+
+async def test_market_data_and_indicators_stream_from_the_synthetic_feed(
+    settings_factory: Callable[..., Any],
+) -> None:
+    settings = settings_factory(synthetic_interval=0.01, synthetic_symbols="SOL-USD")
+    async with engine_server(settings) as r:
+        ws = await _client(r)
+        async with ws:
+            await request(
+                ws, {"type": "subscribe", "stream": "market_data", "params": {"symbols": ["SOL-USD"]}}
+            )
+            await request(
+                ws, {"type": "subscribe", "stream": "indicators", "params": {"indicator_types": ["rsi"]}}
+            )
+            price = await _until(ws, lambda f: f.get("stream") == "market_data")
+            assert price["data"]["source"] == "synthetic" and price["data"]["price"] > 0
+            indicator = await _until(ws, lambda f: f.get("stream") == "indicators")
+            assert indicator["data"]["indicator_type"] == "rsi"
+            assert 0 <= indicator["data"]["value"] <= 100
+            json.dumps(indicator)
