@@ -36,7 +36,7 @@ from tradewire.errors import RequestError
 from tradewire.protocol.codes import ErrorCode
 
 _log = structlog.get_logger("tradewire.strategies")
-INDICATOR_PUBLISH_INTERVAL = 1.0  # market seconds between indicator.updated events per symbol
+INDICATOR_PUBLISH_INTERVAL = 1.0  # wall seconds between indicator.updated batches per symbol (bounds a replay)
 
 
 @dataclass(slots=True)
@@ -233,8 +233,9 @@ class StrategyManager:
         values = self._bank.update(tick)
         for machine in machines:
             machine.on_tick(tick, values)
-        if tick.ts - self._published_at.get(tick.symbol, float("-inf")) >= INDICATOR_PUBLISH_INTERVAL:
-            self._published_at[tick.symbol] = tick.ts
+        now = self._clock()
+        if now - self._published_at.get(tick.symbol, float("-inf")) >= INDICATOR_PUBLISH_INTERVAL:
+            self._published_at[tick.symbol] = now
             self._publish_indicators(tick, values)
 
     def _publish_indicators(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
