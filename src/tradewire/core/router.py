@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ Handler = Callable[[Connection, Any], Reply | Awaitable[Reply]]
 
 _KNOWN_TYPES = frozenset(t.value for t in MessageType)
 _dumps = orjson.dumps
+_MISSING_FIELD = re.compile(r"Object missing required field `([^`]+)`")
 LATENCY_SAMPLE_MASK = 63  # time sync handlers for one message in 64 (async ones: always)
 _MAX_ID_LENGTH = 64
 
@@ -242,13 +244,13 @@ class MessageRouter:
             )
             return
         reason, _, path = str(exc).partition(" - at ")
-        self.send_error(
-            conn,
-            ErrorCode.VALIDATION_ERROR,
-            reason,
-            request_id,
-            {"path": path.strip("`") or "$", "reason": reason[:200]},
-        )
+        details: dict[str, Any] = {"path": path.strip("`") or "$", "reason": reason[:200]}
+        missing = _MISSING_FIELD.match(reason)
+        if missing is not None and missing.group(1) != "type":  # the seed's code for an absent parameter
+            details["missing"] = [missing.group(1)]
+            self.send_error(conn, ErrorCode.MISSING_PARAMETERS, reason, request_id, details)
+            return
+        self.send_error(conn, ErrorCode.VALIDATION_ERROR, reason, request_id, details)
 
 
 def _unserved(conn: Connection, message: Message) -> Reply:
