@@ -85,7 +85,11 @@ async def test_bad_inputs_get_typed_errors_and_the_connection_survives(running: 
         assert err["error_code"] == "validation_error"
         assert err["id"] == 3
         err = await request(ws, {"type": "auth", "id": 4})
-        assert (err["error_code"], err["details"]["missing"], err["id"]) == ("missing_parameters", ["token"], 4)
+        assert (err["error_code"], err["details"]["missing"], err["id"]) == (
+            "missing_parameters",
+            ["token"],
+            4,
+        )
         pong = await request(ws, {"type": "heartbeat", "id": 99})
         assert pong["status"] == "pong"
         assert pong["id"] == 99

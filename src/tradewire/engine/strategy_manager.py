@@ -36,7 +36,7 @@ from tradewire.errors import RequestError
 from tradewire.protocol.codes import ErrorCode
 
 _log = structlog.get_logger("tradewire.strategies")
-INDICATOR_PUBLISH_INTERVAL = 1.0  # wall seconds between indicator.updated batches per symbol (bounds a replay)
+INDICATOR_PUBLISH_INTERVAL = 1.0  # wall seconds between indicator batches per symbol (bounds replays)
 
 
 @dataclass(slots=True)
