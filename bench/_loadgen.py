@@ -12,8 +12,8 @@ With ``--welcome`` the first text frame of each connection is the server's welco
 and skipped, and requests start only once every connection got its welcome.
 
 The measurement window starts after ``--warmup`` seconds and lasts ``--duration`` seconds; the
-server's CPU time (psutil, all threads of ``--server-pid``) and this process's CPU time are read at
-both ends of the window. Prints one JSON object on stdout.
+server's CPU time (all threads of ``--server-pid``, see :func:`process_cpu`) and this process's
+CPU time are read at both ends of the window. Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 import psutil  # type: ignore[import-untyped]
 import uvloop
@@ -146,24 +148,66 @@ class RRResult:
     disconnects: int  # server-side closes during the run
 
 
-def _sample(tally: Tally, server: psutil.Process) -> Sample:
-    server_times = server.cpu_times()
+def process_cpu(server: psutil.Process) -> float:
+    """CPU seconds of ``server``: its live threads' ``schedstat`` run times (nanosecond resolution).
+
+    psutil's ``cpu_times`` counts clock ticks (10 ms here), too coarse for phases of a second; it
+    is the fallback where ``/proc/<pid>/task/*/schedstat`` cannot be read.
+    """
+    total = 0
+    try:
+        with os.scandir(f"/proc/{server.pid}/task") as tasks:
+            for task in tasks:
+                with open(f"{task.path}/schedstat", "rb") as stat:
+                    total += int(stat.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        times = server.cpu_times()
+        return float(times.user + times.system)
+    return total / 1e9
+
+
+def cpu_times(server: psutil.Process) -> tuple[float, float, float]:
+    """Monotonic time, the server's CPU seconds (all threads) and this process's CPU seconds."""
+    server_cpu = process_cpu(server)
     own = resource.getrusage(resource.RUSAGE_SELF)
-    return Sample(
-        replies=tally.replies,
-        wall=time.monotonic(),
-        server_cpu=server_times.user + server_times.system,
-        client_cpu=own.ru_utime + own.ru_stime,
-    )
+    return time.monotonic(), server_cpu, own.ru_utime + own.ru_stime
 
 
-async def _connect(url: str, tally: Tally, inflight: int, welcome: bool) -> RRClient:
-    def factory() -> RRClient:
-        return RRClient(tally, inflight, welcome)
+def _sample(tally: Tally, server: psutil.Process) -> Sample:
+    wall, server_cpu, client_cpu = cpu_times(server)
+    return Sample(replies=tally.replies, wall=wall, server_cpu=server_cpu, client_cpu=client_cpu)
 
-    _, listener = await ws_connect(factory, url, websocket_handshake_timeout=CONNECT_TIMEOUT_S)
-    assert isinstance(listener, RRClient)
-    return listener
+
+class Readied(Protocol):
+    """A listener whose ``ready`` future completes once its connection is set up."""
+
+    ready: asyncio.Future[None]
+
+
+ClientT = TypeVar("ClientT", bound=Readied)
+
+
+async def connect_all(
+    url: str, factory: Callable[[], ClientT], count: int, concurrency: int = 200
+) -> list[ClientT]:
+    """Open ``count`` connections and wait until each is ready, ``concurrency`` at a time at most.
+
+    Each connection gets ``CONNECT_TIMEOUT_S`` for its handshake and again for becoming ready.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> ClientT:
+        async with gate:
+            _, listener = await ws_connect(
+                factory,  # type: ignore[arg-type]
+                url,
+                websocket_handshake_timeout=CONNECT_TIMEOUT_S,
+            )
+            client = cast(ClientT, listener)
+            await asyncio.wait_for(client.ready, CONNECT_TIMEOUT_S)
+            return client
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
 async def _drain(clients: list[RRClient]) -> None:
@@ -179,14 +223,12 @@ async def run(args: argparse.Namespace) -> RRResult:
     server = psutil.Process(args.server_pid)
     tally = Tally()
     url = f"ws://127.0.0.1:{args.port}{args.path}"
-    clients = list(
-        await asyncio.wait_for(
-            asyncio.gather(*(_connect(url, tally, args.inflight, args.welcome) for _ in range(args.conns))),
-            CONNECT_TIMEOUT_S,
-        )
-    )
+
+    def factory() -> RRClient:
+        return RRClient(tally, args.inflight, args.welcome)
+
+    clients = await asyncio.wait_for(connect_all(url, factory, args.conns), CONNECT_TIMEOUT_S * 2)
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.ready for c in clients)), CONNECT_TIMEOUT_S)
         tally.sending = True
         for client in clients:
             client.refill()
@@ -223,13 +265,17 @@ async def run(args: argparse.Namespace) -> RRResult:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def loadgen_parser(doc: str | None) -> argparse.ArgumentParser:
+    """Arguments every load generator takes: the server's port and pid, the WebSocket path."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--server-pid", type=int, required=True, help="whose CPU time is measured")
     parser.add_argument("--path", default="/ws")
+    return parser
+
+
+def main() -> None:
+    parser = loadgen_parser(__doc__)
     parser.add_argument("--conns", type=int, default=50)
     parser.add_argument("--inflight", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=1.0)

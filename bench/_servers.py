@@ -11,6 +11,9 @@ Both run on uvloop, listen on 127.0.0.1 only, bind port 0 (the kernel picks a fr
 ``READY <port> <pid>`` on stdout once they accept connections. They stop on SIGTERM/SIGINT or when
 ``--lifetime`` runs out; ``SIGALRM`` (default action: terminate) is the backstop if the loop is stuck.
 With ``--profile FILE`` the serving phase runs under cProfile and the stats are written to FILE on stop.
+
+``_fanout_servers.py`` reuses :class:`Started`, :func:`serve`, :func:`make_tradewire` and
+:func:`parse_server_args`.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
+
+if TYPE_CHECKING:
+    from tradewire import WebSocketAPIServer
 
 HOST = "127.0.0.1"
 ALARM_MARGIN_S = 15  # hard kill this long after --lifetime if the graceful path did not run
@@ -53,7 +61,19 @@ def _echo_factory(_request: WSUpgradeRequest) -> WSListener:
     return _EchoListener()
 
 
-async def start_bare(_data_dir: Path) -> tuple[int, Stopper]:
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A listening server: its port, how to stop it, and extra ``READY`` fields (after the pid)."""
+
+    port: int
+    stop: Stopper
+    extra: tuple[str, ...] = ()
+
+
+Starter = Callable[[Path], Awaitable[Started]]
+
+
+async def start_bare(_data_dir: Path) -> Started:
     server = await ws_create_server(_echo_factory, HOST, 0, backlog=4096)
     port = int(server.sockets[0].getsockname()[1])
 
@@ -61,26 +81,36 @@ async def start_bare(_data_dir: Path) -> tuple[int, Stopper]:
         server.close()
         await server.wait_closed()
 
-    return port, stop
+    return Started(port, stop)
 
 
-async def start_tradewire(data_dir: Path) -> tuple[int, Stopper]:
+def make_tradewire(data_dir: Path, **overrides: Any) -> WebSocketAPIServer:
+    """A :class:`tradewire.WebSocketAPIServer` on 127.0.0.1, any free port, limits opened wide.
+
+    Rate limits and capacity are out of the way and logging is at ``warning``, so what gets measured
+    is the message path; ``overrides`` are further :class:`tradewire.Settings` fields.
+    """
     from tradewire import Settings, WebSocketAPIServer
     from tradewire.config import LogFormat
     from tradewire.logs import configure_logging
 
     configure_logging(LogFormat.CONSOLE, "warning")  # before any logger is used (structlog caches them)
-    settings = Settings(
-        host=HOST,
-        ws_port=0,
-        jwt_secret="x" * 40,
-        data_dir=data_dir,
-        rate_limit_per_minute=1e9,
-        rate_limit_burst=1_000_000,
-        max_connections=10_000,
-        log_level="warning",
-    )
-    server = WebSocketAPIServer(settings=settings)
+    fields: dict[str, Any] = {
+        "host": HOST,
+        "ws_port": 0,
+        "jwt_secret": "x" * 40,
+        "data_dir": data_dir,
+        "rate_limit_per_minute": 1e9,
+        "rate_limit_burst": 1_000_000,
+        "max_connections": 10_000,
+        "log_level": "warning",
+    }
+    fields.update(overrides)
+    return WebSocketAPIServer(settings=Settings(**fields))
+
+
+async def start_tradewire_server(server: WebSocketAPIServer, extra: tuple[str, ...] = ()) -> Started:
+    """Start a server built by :func:`make_tradewire`."""
     await server.start()
     port = server.engine.port
     if port is None:
@@ -89,23 +119,31 @@ async def start_tradewire(data_dir: Path) -> tuple[int, Stopper]:
     async def stop() -> None:
         await server.stop(timeout=2.0)
 
-    return port, stop
+    return Started(port, stop, extra)
 
 
-STARTERS: dict[str, Callable[[Path], Awaitable[tuple[int, Stopper]]]] = {
+async def start_tradewire(data_dir: Path) -> Started:
+    return await start_tradewire_server(make_tradewire(data_dir))
+
+
+STARTERS: dict[str, Starter] = {
     "bare": start_bare,
     "tradewire": start_tradewire,
 }
 
 
-async def serve(kind: str, lifetime: float, data_dir: Path, profile: Path | None) -> int:
+async def serve(
+    kind: str, lifetime: float, data_dir: Path, profile: Path | None, starter: Starter | None = None
+) -> int:
+    """Start ``kind`` (or ``starter``), print ``READY <port> <pid> [extra...]``, serve until stopped."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
-    port, stop = await STARTERS[kind](data_dir)
+    started = await (starter or STARTERS[kind])(data_dir)
+    stop = started.stop
     profiler = cProfile.Profile() if profile is not None else None
-    print(f"READY {port} {os.getpid()}", flush=True)
+    print(" ".join(["READY", str(started.port), str(os.getpid()), *started.extra]), flush=True)
     if profiler is not None:
         profiler.enable()
     exit_code = 0
@@ -123,17 +161,20 @@ async def serve(kind: str, lifetime: float, data_dir: Path, profile: Path | None
     return exit_code
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("kind", choices=sorted(STARTERS))
+def parse_server_args(doc: str | None, kinds: list[str]) -> argparse.Namespace:
+    """The command line every benchmark server takes (see ``_harness.server_command``)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=kinds)
     parser.add_argument(
         "--lifetime", type=float, required=True, help="seconds before the server stops itself"
     )
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--profile", type=Path, default=None, help="write cProfile stats to this file")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_server_args(__doc__, sorted(STARTERS))
     signal.alarm(int(args.lifetime) + ALARM_MARGIN_S)
     sys.exit(uvloop.run(serve(args.kind, args.lifetime, args.data_dir, args.profile)))
 

@@ -22,25 +22,27 @@ one extra tradewire run under cProfile (not counted in the results) and prints i
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
-import json
-import os
-import platform
-import pstats
-import select
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _harness import (
+    STOP_TIMEOUT_S,
+    BenchError,
+    Pinning,
+    append_record,
+    detect_pinning,
+    print_profile,
+    run_json,
+    server_command,
+    server_process,
+    source_digest,
+    wait_ready,
+    warn_if_source_changed,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -49,7 +51,6 @@ PROFILE_FILE = RESULTS_DIR / "rr_heartbeat_tradewire.prof"
 KINDS = ("bare", "tradewire")
 TARGET_RATIO = 0.8
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 LIFETIME_MARGIN_S = 60.0  # servers stop themselves this long after the planned end of a run
 LOADGEN_MARGIN_S = 60.0
 SATURATED_CPU = 0.95
@@ -63,10 +64,6 @@ METRICS = (
 )
 
 
-class BenchError(RuntimeError):
-    """A run could not be completed (server or load generator failed)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     repeat: int
@@ -74,17 +71,6 @@ class Config:
     warmup: float
     conns: int
     inflight: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pinning:
-    server: list[str]
-    client: list[str]
-    note: str
-
-    @property
-    def pinned(self) -> bool:
-        return bool(self.server)
 
 
 @dataclass(slots=True)
@@ -97,81 +83,7 @@ class Run:
     server_stderr: str = ""
 
 
-# ---------------------------------------------------------------------------------------------- set-up
-def detect_pinning() -> Pinning:
-    """Server on core 0 and load generator on core 1 via taskset, or unpinned (and say why)."""
-    taskset = shutil.which("taskset")
-    if taskset is None:
-        return Pinning([], [], "UNPINNED: taskset not found; server and load generator share all cores")
-    allowed = os.sched_getaffinity(0)
-    if not {0, 1} <= allowed:
-        return Pinning([], [], f"UNPINNED: cores 0 and 1 are not both available (allowed: {sorted(allowed)})")
-    probe = subprocess.run([taskset, "-c", "1", "true"], capture_output=True, timeout=10, check=False)
-    if probe.returncode != 0:
-        return Pinning([], [], f"UNPINNED: taskset failed ({probe.stderr.decode(errors='replace').strip()})")
-    return Pinning([taskset, "-c", "0"], [taskset, "-c", "1"], "server on core 0, load generator on core 1")
-
-
-def environment() -> dict[str, Any]:
-    versions: dict[str, str | None] = {}
-    for dist in ("tradewire", "picows", "orjson", "uvloop", "msgspec", "psutil"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return {
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "versions": versions,
-    }
-
-
-def source_digest() -> str:
-    """Short digest of the imported tradewire package's .py files (detects edits during a run)."""
-    spec = importlib.util.find_spec("tradewire")
-    if spec is None or spec.origin is None:
-        return "not-installed"
-    digest = hashlib.sha256()
-    root = Path(spec.origin).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def server_env() -> dict[str, str]:
-    """The environment minus TRADEWIRE_* variables, so settings come from the benchmark only."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("TRADEWIRE_")}
-
-
 # ---------------------------------------------------------------------------------------------- one run
-def wait_ready(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int]:
-    """Read ``READY <port> <pid>`` from the server's stdout, within ``timeout`` seconds."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        readable, _, _ = select.select([proc.stdout], [], [], remaining)
-        if not readable:
-            continue
-        line = proc.stdout.readline().decode(errors="replace").split()
-        if not line:
-            raise BenchError(f"server exited before READY (exit code {proc.wait(STOP_TIMEOUT_S)})")
-        if line[0] == "READY" and len(line) == 3:
-            return int(line[1]), int(line[2])
-    raise BenchError(f"server not READY within {timeout:.0f} s")
-
-
-def stop_server(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_TIMEOUT_S)
-
-
 def run_loadgen(cfg: Config, pinning: Pinning, port: int, server_pid: int, kind: str) -> dict[str, Any]:
     cmd = [
         *pinning.client,
@@ -187,15 +99,7 @@ def run_loadgen(cfg: Config, pinning: Pinning, port: int, server_pid: int, kind:
     ]
     if kind == "tradewire":
         cmd.append("--welcome")
-    timeout = cfg.warmup + cfg.duration + LOADGEN_MARGIN_S
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"load generator did not finish within {timeout:.0f} s") from exc
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise BenchError(f"load generator failed (exit {done.returncode}): {done.stderr.strip()[-1500:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
+    result: dict[str, Any] = run_json(cmd, cfg.warmup + cfg.duration + LOADGEN_MARGIN_S)
     return result
 
 
@@ -204,33 +108,17 @@ def run_once(
 ) -> Run:
     run = Run(kind, round_no, source_digest())
     lifetime = cfg.warmup + cfg.duration + LIFETIME_MARGIN_S
-    cmd = [
-        *pinning.server,
-        sys.executable,
-        str(HERE / "_servers.py"),
-        kind,
-        f"--lifetime={lifetime}",
-        f"--data-dir={workdir}",
-    ]
-    if profile is not None:
-        cmd.append(f"--profile={profile}")
+    cmd = server_command(pinning, HERE / "_servers.py", kind, lifetime, workdir, profile)
     stderr_path = workdir / f"{kind}-{round_no}.stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, env=server_env()
-        )
-    try:
-        port, server_pid = wait_ready(proc, READY_TIMEOUT_S)
-        run.result = run_loadgen(cfg, pinning, port, server_pid, kind)
-    except BenchError as exc:
-        run.error = str(exc)
-    finally:
-        stop_server(proc, STOP_TIMEOUT_S * (3 if profile else 1))
-        if proc.stdout is not None:
-            proc.stdout.close()
-    run.server_stderr = stderr_path.read_text(errors="replace").strip()[-2000:]
-    if run.result and proc.returncode not in (0, -signal.SIGTERM):
-        run.error = f"server exit code {proc.returncode}"
+    with server_process(cmd, stderr_path, STOP_TIMEOUT_S * (3 if profile else 1)) as (proc, outcome):
+        try:
+            port, server_pid = (int(field) for field in wait_ready(proc, READY_TIMEOUT_S)[:2])
+            run.result = run_loadgen(cfg, pinning, port, server_pid, kind)
+        except BenchError as exc:
+            run.error = str(exc)
+    run.server_stderr = outcome.stderr
+    if run.result and outcome.failed:
+        run.error = outcome.failed
     return run
 
 
@@ -243,14 +131,7 @@ def medians(runs: list[Run], kind: str) -> dict[str, float] | None:
     selected = ok_runs(runs, kind)
     if not selected:
         return None
-    keys = (
-        "replies_per_s",
-        "server_cpu_frac",
-        "server_us_per_reply",
-        "client_cpu_frac",
-        "client_us_per_reply",
-    )
-    return {k: statistics.median(float(r.result[k]) for r in selected) for k in keys}
+    return {k: statistics.median(float(r.result[k]) for r in selected) for k in METRICS}
 
 
 def paired_ratios(runs: list[Run], key: str) -> list[float]:
@@ -360,60 +241,23 @@ def print_caveats(pinning: Pinning, runs: list[Run]) -> None:
         print("      the throughput ratio is not a capacity comparison; read the µs/reply (capacity) ratio.")
     if not pinning.pinned:
         print(f"note: {pinning.note}; numbers are not comparable with pinned runs.")
-    sources = {r.source for r in runs}
-    if len(sources) > 1:
-        print(f"WARNING: tradewire's source changed during this invocation ({len(sources)} versions:")
-        print(f"         {', '.join(sorted(sources))}); the runs measured different code.")
+    warn_if_source_changed({r.source for r in runs})
     for run in runs:
         if run.server_stderr:
             print(f"note: {run.kind} round {run.round} server stderr: {run.server_stderr[-300:]!r}")
 
 
 def write_results(cfg: Config, pinning: Pinning, runs: list[Run], summary: dict[str, Any]) -> None:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    record = {
-        "bench": "rr_heartbeat",
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": asdict(cfg),
-        "pinning": pinning.note,
-        "pinned": pinning.pinned,
-        "env": environment(),
-        "tradewire_source": sorted({r.source for r in runs}),
-        "runs": [asdict(r) for r in runs],
-        "summary": summary,
-    }
-    with RESULTS_FILE.open("a") as out:
-        out.write(json.dumps(record) + "\n")
-
-
-# ---------------------------------------------------------------------------------------------- profile
-def where(key: tuple[str, int, str]) -> str:
-    filename, line, func = key
-    if filename == "~":  # built-in / C function
-        return func
-    for marker in ("/src/", "/site-packages/", "/lib/python"):
-        if marker in filename:
-            filename = filename.split(marker, 1)[1]
-            break
-    return f"{filename}:{line}:{func}"
-
-
-def print_profile(path: Path, server_cpu_s: float | None) -> None:
-    stats = pstats.Stats(str(path))
-    table: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
-    total = float(stats.total_tt)  # type: ignore[attr-defined]
-    print(f"\nprofile: {path} (cProfile; {total:.2f} s in profiled functions", end="")
-    print(f", server CPU in the window {server_cpu_s:.2f} s)" if server_cpu_s else ")")
-    print("cProfile adds a fixed cost per Python call, so many small calls look heavier than they are.")
-    by_self = sorted(table.items(), key=lambda kv: kv[1][2], reverse=True)[:PROFILE_TOP]
-    print(f"\ntop {PROFILE_TOP} by self time (% of profiled time):")
-    for key, (_, calls, tt, ct, _) in by_self:
-        print(f"  {100 * tt / total:5.1f}% self {100 * ct / total:5.1f}% cum {calls:>9}  {where(key)}")
-    ours = [kv for kv in table.items() if "tradewire" in kv[0][0] and "/bench/" not in kv[0][0]]
-    by_cum = sorted(ours, key=lambda kv: kv[1][3], reverse=True)[:PROFILE_TOP]
-    print(f"\ntop {PROFILE_TOP} tradewire functions by cumulative time (% of profiled time):")
-    for key, (_, calls, tt, ct, _) in by_cum:
-        print(f"  {100 * ct / total:5.1f}% cum {100 * tt / total:5.1f}% self {calls:>9}  {where(key)}")
+    append_record(
+        RESULTS_FILE,
+        "rr_heartbeat",
+        pinning,
+        (),
+        config=asdict(cfg),
+        tradewire_source=sorted({r.source for r in runs}),
+        runs=[asdict(r) for r in runs],
+        summary=summary,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -469,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("\nprofiled tradewire run (not in the results):")
                 print(run_row("tradewire", "prof", profiled.result))
-                print_profile(PROFILE_FILE, profiled.result.get("server_cpu_s"))
+                print_profile(PROFILE_FILE, profiled.result.get("server_cpu_s"), PROFILE_TOP)
     return 1 if any(r.error for r in runs) else 0
 
 
