@@ -35,6 +35,9 @@ class MemoryOutbound:
     def write(self, payload: bytes) -> None:
         self.frames.append(json.loads(payload))
 
+    def write_frame(self, frame: Frame) -> None:
+        self.write_frames([frame])
+
     def write_frames(self, frames: list[Frame]) -> None:
         self.writes += 1
         for frame in frames:

@@ -41,6 +41,10 @@ class Outbound(Protocol):
         """Queue several encoded stream frames, in order, with one write if the transport can."""
         ...
 
+    def write_frame(self, frame: Frame) -> None:
+        """Queue one encoded stream frame."""
+        ...
+
     def buffered(self) -> int:
         """Bytes queued in user space and not yet handed to the kernel."""
         ...
@@ -72,6 +76,7 @@ class Connection:
         "_flusher",
         "_metrics",
         "_outbound",
+        "_pass",
         "_queue_limit",
         "_write",
         "allowance",
@@ -139,6 +144,7 @@ class Connection:
         # count as possibly undelivered (replayed on reconnect: at least once, never a gap).
         self.unconfirmed: deque[list[Frame]] = deque()  # bounded by the queue bound (4008)
         self.allowance = 0  # extra bytes the bound tolerates (a reconnect replay), until drained
+        self._pass = -1  # flusher pass of the last direct stream write
         # The bound is checked only while paused (cheaper per send); pausing starts early enough.
         outbound.set_flow_control(min(HIGH_WATER, queue_limit // 2), self.pause, self.resume)
 
@@ -162,7 +168,9 @@ class Connection:
         return True
 
     def queue_frame(self, frame: Frame) -> None:
-        """Add a stream frame to the next flush (or hold it, conflated, while paused).
+        """Deliver a stream frame: written at once if it is this connection's first in the loop
+        iteration, else added to the batch the flusher writes in one go (or, while paused and
+        conflatable, held with only the newest per key).
 
         On a closed connection the frame is kept (never written) so that the session saved for
         reconnect knows it was not delivered.
@@ -177,8 +185,28 @@ class Connection:
             self.held[frame.key] = frame
             return
         batch = self.batch
+        if batch:
+            batch.append(frame)
+            return
+        flusher = self._flusher
+        if self._pass == flusher.passes:  # already wrote in this iteration: coalesce the rest
+            batch.append(frame)
+            flusher.mark(self)
+            return
+        self._pass = flusher.passes
+        if not flusher.scheduled:
+            flusher.arm()
+        self._outbound.write_frame(frame)
+        self._metrics.messages_out += 1
+        self._written([frame])
+
+    def defer_frame(self, frame: Frame) -> None:
+        """Queue a stream frame for the next flush pass, never now: frames that must follow a
+        reply still to be written (recovery and latest values after ``subscribed``, replay after
+        the welcome)."""
+        batch = self.batch
         batch.append(frame)
-        if len(batch) == 1:
+        if len(batch) == 1 and not self.closed:
             self._flusher.mark(self)
 
     def flush(self) -> None:
@@ -187,21 +215,22 @@ class Connection:
         if not batch or self.closed:
             return
         self.batch = []
-        outbound = self._outbound
-        outbound.write_frames(batch)
+        self._outbound.write_frames(batch)
         metrics = self._metrics
         metrics.messages_out += len(batch)
         metrics.flushes += 1
-        if len(batch) > 1:
-            metrics.coalesced += len(batch) - 1
-        buffered = outbound.buffered()
+        metrics.coalesced += len(batch) - 1
+        self._written(batch)
+
+    def _written(self, frames: list[Frame]) -> None:
+        """Track frames the transport has not handed to the kernel yet; enforce the bound."""
+        buffered = self._buffered()
         if not buffered:
             self.unconfirmed.clear()  # everything so far went to the kernel
-        elif buffered > self._queue_limit + self.allowance:
-            self.unconfirmed.append(batch)
+            return
+        self.unconfirmed.append(frames)
+        if buffered > self._queue_limit + self.allowance:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
-        else:
-            self.unconfirmed.append(batch)
 
     def pause(self) -> None:
         self.paused = True

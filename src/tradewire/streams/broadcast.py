@@ -66,10 +66,14 @@ class BroadcastProvider:
         latest = self._latest.get(stream)
         if latest is not None and isinstance(symbol, str):
             latest[symbol] = frame
+        frame.wire  # noqa: B018 - build the wire form once, before the per-connection loop
         delivered = 0
         for sub in self._subscriptions.recipients(stream, symbol):
+            flt = sub.filter
+            if flt.checks and not flt.matches(data):
+                continue
             conn = sub.conn
-            if conn.client_id == exclude_client or not sub.filter.matches(data):
+            if exclude_client is not None and conn.client_id == exclude_client:
                 continue
             conn.queue_frame(frame)
             sub.last_offset = offset
@@ -92,7 +96,7 @@ class BroadcastProvider:
         frames = [frame for symbol, frame in latest.items() if symbols is None or symbol in symbols]
         frames.sort(key=_offset)
         for frame in frames:
-            sub.conn.queue_frame(frame)
+            sub.conn.defer_frame(frame)
             sub.last_offset = max(sub.last_offset, frame.offset)
         return len(frames)
 
@@ -112,7 +116,7 @@ class BroadcastProvider:
         for entry in entries:
             data = entry.data
             if (symbols is None or data.get("symbol") in symbols) and flt.matches(data):
-                conn.queue_frame(entry.frame)
+                conn.defer_frame(entry.frame)
                 replayed += len(entry.frame.payload)
         conn.allowance += replayed  # a backlog written at once must not count as a slow consumer
         sub.last_offset = max(sub.last_offset, history.offset)

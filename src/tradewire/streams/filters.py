@@ -34,7 +34,7 @@ class FilterParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class StreamFilter:
     """Compiled filter: the symbol set for the index, the other checks as a tuple."""
 
-    __slots__ = ("_checks", "latest", "params", "symbols")
+    __slots__ = ("_checks", "checks", "latest", "params", "symbols")
 
     def __init__(self, params: FilterParams) -> None:
         self.params = params
@@ -54,6 +54,7 @@ class StreamFilter:
         if params.min_confidence is not None:
             checks.append((">confidence", params.min_confidence))
         self._checks = tuple(checks)
+        self.checks = bool(checks)  # False: everything passes (publish skips matches())
 
     @property
     def weight(self) -> int:

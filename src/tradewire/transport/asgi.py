@@ -60,6 +60,9 @@ class AsgiOutbound:
             self._paused = True
             self._on_pause()
 
+    def write_frame(self, frame: Frame) -> None:
+        self._enqueue(frame.payload)
+
     def write_frames(self, frames: list[Frame]) -> None:
         for frame in frames:
             self._enqueue(frame.payload)

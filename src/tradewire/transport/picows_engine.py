@@ -52,6 +52,9 @@ class PicowsOutbound:
         self._raw = transport.underlying_transport
         self.write: Callable[[bytes], None] = partial(transport.send, WSMsgType.TEXT)
 
+    def write_frame(self, frame: Frame) -> None:
+        self._raw.write(frame.wire)
+
     def write_frames(self, frames: list[Frame]) -> None:
         raw = self._raw
         if len(frames) == 1:
