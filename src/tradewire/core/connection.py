@@ -198,7 +198,10 @@ class Connection:
             flusher.arm()
         self._outbound.write_frame(frame)
         self._metrics.messages_out += 1
-        self._written([frame])
+        if self._buffered():
+            self._backlogged([frame])
+        elif self.unconfirmed:
+            self.unconfirmed.clear()  # everything so far went to the kernel
 
     def defer_frame(self, frame: Frame) -> None:
         """Queue a stream frame for the next flush pass, never now: frames that must follow a
@@ -220,16 +223,16 @@ class Connection:
         metrics.messages_out += len(batch)
         metrics.flushes += 1
         metrics.coalesced += len(batch) - 1
-        self._written(batch)
+        if self._buffered():
+            self._backlogged(batch)
+        elif self.unconfirmed:
+            self.unconfirmed.clear()
 
-    def _written(self, frames: list[Frame]) -> None:
-        """Track frames the transport has not handed to the kernel yet; enforce the bound."""
-        buffered = self._buffered()
-        if not buffered:
-            self.unconfirmed.clear()  # everything so far went to the kernel
-            return
+    def _backlogged(self, frames: list[Frame]) -> None:
+        """``frames`` wait in the transport's buffer: track them (a close may lose them) and
+        enforce the outbound bound."""
         self.unconfirmed.append(frames)
-        if buffered > self._queue_limit + self.allowance:
+        if self._buffered() > self._queue_limit + self.allowance:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def pause(self) -> None:

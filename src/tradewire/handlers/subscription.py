@@ -42,8 +42,6 @@ class SubscriptionHandler:
         recovered: bool | None = None
         if message.recover is not None:
             recovered = self._broadcast.replay(sub, message.recover.offset, message.recover.epoch)
-        else:
-            sub.last_offset = offset
         latest = 0
         if flt.latest and spec.latest_on_subscribe and message.recover is None:
             latest = self._broadcast.send_latest(sub)

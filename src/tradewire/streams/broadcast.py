@@ -76,7 +76,6 @@ class BroadcastProvider:
             if exclude_client is not None and conn.client_id == exclude_client:
                 continue
             conn.queue_frame(frame)
-            sub.last_offset = offset
             delivered += 1
         self._metrics.published[stream.value] += 1
         self._metrics.deliveries[stream.value] += delivered
@@ -97,7 +96,6 @@ class BroadcastProvider:
         frames.sort(key=_offset)
         for frame in frames:
             sub.conn.defer_frame(frame)
-            sub.last_offset = max(sub.last_offset, frame.offset)
         return len(frames)
 
     def replay(self, sub: Subscription, after_offset: int, epoch: str) -> bool:
@@ -119,7 +117,6 @@ class BroadcastProvider:
                 conn.defer_frame(entry.frame)
                 replayed += len(entry.frame.payload)
         conn.allowance += replayed  # a backlog written at once must not count as a slow consumer
-        sub.last_offset = max(sub.last_offset, history.offset)
         return True
 
     def spec(self, stream: Stream) -> StreamSpec:

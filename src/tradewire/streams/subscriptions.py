@@ -28,7 +28,6 @@ class Subscription:
     conn: Connection
     stream: Stream
     filter: StreamFilter
-    last_offset: int = 0  # offset of the last frame queued to this client on this stream
 
     @property
     def client_id(self) -> str:
@@ -82,7 +81,7 @@ class SubscriptionManager:
             )
         if previous is not None:
             self._unindex(previous)
-        sub = Subscription(conn, stream, flt, previous.last_offset if previous else 0)
+        sub = Subscription(conn, stream, flt)
         client.subscriptions[stream] = sub
         self._index(sub)
         return sub
