@@ -34,6 +34,9 @@ from tradewire.protocol.codes import CloseCode
 _log = structlog.get_logger("tradewire.transport.picows")
 CLOSE_TIMEOUT = 5.0
 MAX_EARLY_MESSAGES = 64
+# picows allocates this per connection up front (default 16 KiB) and grows it for bigger frames;
+# client messages are small, so 4 KiB keeps idle connections cheap.
+READ_BUFFER_INIT = 4096
 _DATA_FRAMES = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
@@ -228,6 +231,7 @@ class PicowsEngine:
             websocket_handshake_timeout=10,
             enable_auto_pong=True,
             backlog=4096,
+            read_buffer_init_size=READ_BUFFER_INIT,
         )
         _log.info("transport.listening", host=host, port=self.port, path=self.path)
 
