@@ -86,7 +86,13 @@ class StrategyManager:
             await self._install_examples()
             return
         for row in stored:
-            document = parse_strategy(row.document, self.known_indicators)
+            try:
+                document = parse_strategy(row.document, self.known_indicators)
+            except StrategyValidationError as exc:  # e.g. an indicator it uses no longer exists
+                _log.error(
+                    "strategy.unloadable", strategy=row.name, version=row.version, errors=exc.result.to_dict()
+                )
+                continue
             self._strategies[row.name] = _Strategy(document, row.version, row.created_by, row.created_at)
         for name, symbol in await self._db.active_pairs():
             if name in self._strategies:

@@ -1,0 +1,75 @@
+"""The strategy manager on a real SQLite database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tradewire.engine.examples import RSI_MEAN_REVERSION
+from tradewire.engine.indicators import IndicatorBank, indicator_key
+from tradewire.engine.storage.database import Database, sqlite_url
+from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.errors import RequestError
+from tradewire.protocol.codes import ErrorCode
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(sqlite_url(tmp_path))
+    await database.start()
+    yield database
+    await database.stop()
+
+
+def _manager(db: Database, bank: IndicatorBank | None = None) -> StrategyManager:
+    return StrategyManager(db, bank or IndicatorBank(), lambda topic, payload: None)
+
+
+async def test_upsert_versions_and_rejects_invalid_documents(db: Database) -> None:
+    manager = _manager(db)
+    assert await manager.upsert(RSI_MEAN_REVERSION, "alice") == ("rsi_mean_reversion", 1)
+    assert await manager.upsert(RSI_MEAN_REVERSION, "bob") == ("rsi_mean_reversion", 2)
+    with pytest.raises(RequestError) as exc:
+        await manager.upsert({**RSI_MEAN_REVERSION, "direction": "SIDEWAYS"}, "eve")
+    assert exc.value.code is ErrorCode.VALIDATION_ERROR
+    assert exc.value.details is not None
+    assert [e["path"] for e in exc.value.details["errors"]] == ["direction"]
+    assert [s.version for s in await db.strategy_history("rsi_mean_reversion")] == [1, 2]
+
+
+async def test_unloadable_stored_strategy_is_skipped_not_fatal(db: Database) -> None:
+    """A stored document that no longer validates is logged and skipped at start-up."""
+    await db.save_strategy("good", {**RSI_MEAN_REVERSION, "strategy_name": "good"}, None)
+    broken: dict[str, Any] = {**RSI_MEAN_REVERSION, "strategy_name": "broken"}
+    broken["s1_signal"] = {
+        "conditions": [{"id": "x", "indicatorId": "removed_indicator", "operator": ">", "value": 1}]
+    }
+    await db.save_strategy("broken", broken, None)
+    await db.set_active("broken", "BTC-USD", True)
+    await db.set_active("good", "BTC-USD", True)
+    manager = _manager(db)
+    await manager.load()
+    assert [s["strategy_name"] for s in manager.strategies()] == ["good"]
+    assert [p["strategy_name"] for p in manager.status()] == ["good"]
+
+
+async def test_deactivate_releases_shared_indicators(db: Database) -> None:
+    bank = IndicatorBank()
+    manager = _manager(db, bank)
+    await manager.upsert(RSI_MEAN_REVERSION, None)
+    await manager.activate("rsi_mean_reversion", "BTC-USD")
+    rsi = indicator_key("rsi", {"period": 14})
+    assert bank.refcount("BTC-USD", rsi) == 3  # s1, z1 and ze1 share one instance
+    await manager.activate("rsi_mean_reversion", "BTC-USD")  # idempotent
+    assert bank.refcount("BTC-USD", rsi) == 3
+    await manager.deactivate("rsi_mean_reversion", "BTC-USD")
+    assert bank.values("BTC-USD") == {}
+    with pytest.raises(RequestError) as exc:
+        await manager.deactivate("rsi_mean_reversion", "BTC-USD")
+    assert exc.value.code is ErrorCode.VALIDATION_ERROR
+    with pytest.raises(RequestError) as missing:
+        await manager.activate("nope", "BTC-USD")
+    assert missing.value.code is ErrorCode.STRATEGY_NOT_FOUND
