@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from tradewire.auth.permissions import Level
 from tradewire.auth.tokens import AuthHandler
@@ -25,6 +26,8 @@ from tradewire.engine.market_data import detect_kind, read_ohlcv_csv, read_trade
 from tradewire.engine.storage.database import Database, Dataset
 from tradewire.errors import ConfigError
 from tradewire.logs import configure_logging
+
+MAX_SYMBOL = 32
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +96,8 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
 
 
 async def _import_file(settings: Settings, path: Path, symbol: str, kind: str | None) -> Dataset:
+    if not 1 <= len(symbol) <= MAX_SYMBOL:
+        raise ValueError(f"symbol must be 1..{MAX_SYMBOL} characters")
     kind = kind or detect_kind(path)
     db = Database(settings.database)
     await db.start()
@@ -149,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"tradewire: {exc}\n")
+        return 1
+    except SQLAlchemyError as exc:
+        sys.stderr.write(f"tradewire: database error: {type(exc).__name__}\n")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     synthetic_symbols: CommaList = ["BTC-USD", "ETH-USD", "SOL-USD"]  # empty: no synthetic feed
     synthetic_interval: float = Field(0.25, gt=0)  # seconds between ticks of each symbol
     synthetic_seed: int = 7
+    replay_dataset: int | None = None  # also replay this stored dataset (see `tradewire data import`)
+    replay_speed: float = Field(0.0, ge=0)  # market seconds per wall second; 0 = as fast as possible
 
     # Reconnect (DESIGN §3.5)
     session_ttl: float = Field(3600.0, gt=0)

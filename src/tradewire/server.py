@@ -279,9 +279,13 @@ class WebSocketAPIServer:
             await self.session_store.start()
         except SessionStoreError as exc:  # degrade: serve without reconnect until the store is back
             self.logger.error("session_store.unavailable", error=str(exc))
-        if self.controller is not None:
-            await self.controller.start(self.event_bus)
         self._embedded = True
+        if self.controller is not None:
+            try:
+                await self.controller.start(self.event_bus)
+            except BaseException:
+                await self.stop()  # leave nothing running behind a failed start
+                raise
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every client with 1001, and stop the parts."""

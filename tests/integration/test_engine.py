@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -13,8 +14,13 @@ from websockets.asyncio.client import ClientConnection
 from tests.helpers import TIMEOUT, Running, open_client, recv_json, request
 from tradewire import Level, Settings, WebSocketAPIServer
 from tradewire.engine.controller import EmbeddedEngine
+from tradewire.engine.indicators import IndicatorBank
+from tradewire.engine.market_data import read_ohlcv_csv
+from tradewire.engine.storage.database import Database
+from tradewire.engine.strategy_manager import StrategyManager
 from tradewire.engine.ticks import Tick
 
+SAMPLE = Path(__file__).resolve().parents[2] / "src/tradewire/engine/sample_data/GOOG.csv"
 FAST_RSI: dict[str, Any] = {
     "strategy_name": "fast_rsi",
     "direction": "LONG",
@@ -185,3 +191,33 @@ async def test_market_data_and_indicators_stream_from_the_synthetic_feed(
             assert indicator["data"]["indicator_type"] == "rsi"
             assert 0 <= indicator["data"]["value"] <= 100
             json.dumps(indicator)
+
+
+async def test_engine_replays_a_stored_dataset_and_ignores_malformed_prices(
+    settings_factory: Callable[..., Any], tmp_path: Any
+) -> None:
+    """`replay_dataset` feeds a stored dataset through the engine; NaN/negative prices are dropped."""
+    settings = settings_factory(synthetic_symbols="", replay_dataset=1, replay_speed=0)
+    db = Database(settings.database)
+    await db.start()
+    await db.import_bars("GOOG", str(SAMPLE), read_ohlcv_csv(SAMPLE))
+    manager = StrategyManager(db, IndicatorBank(), lambda topic, payload: None)
+    await manager.upsert(FAST_RSI, "test")  # stored and active before the engine starts replaying
+    await manager.activate("fast_rsi", "GOOG")
+    await db.stop()
+    async with engine_server(settings) as r:
+        engine = r.server.controller
+        assert isinstance(engine, EmbeddedEngine)
+        for _ in range(200):
+            if engine.strategies.ticks >= 2148:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.strategies.ticks == 2148  # every bar of the dataset, as fast as possible
+        before = engine.strategies.ticks
+        for bad in (float("nan"), -1.0, float("inf"), True):
+            r.server.event_bus.publish(
+                "market.price_update", {"symbol": "GOOG", "price": bad, "timestamp": 1.0}
+            )
+        await asyncio.sleep(0.05)
+        assert engine.rejected_ticks == 4
+        assert engine.strategies.ticks >= before

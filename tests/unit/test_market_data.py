@@ -99,3 +99,19 @@ async def test_publisher_puts_prices_and_books_on_the_bus() -> None:
     assert topics == ["market.price_update", "market.orderbook_update", "market.price_update"]
     assert events[1][1]["spread_pct"] == pytest.approx(2.0)
     assert (events[2][1]["side"], events[2][1]["source"]) == ("sell", "synthetic")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("Date,Open,High,Low,Close\n2024-01-01,1,2,1,1\n", "missing column"),
+        (",Open,High,Low,Close,Volume\n2024-01-01,1,2,1\n", ":2: unreadable row"),
+        (",Open,High,Low,Close,Volume\n2024-01-01,1,2,1,1,5\n2024-01-02,1,2,1,nan,5\n", ":3: prices"),
+        (",Open,High,Low,Close,Volume\n2024-01-01,1,2,1,1,-5\n", ":2: prices"),
+    ],
+)
+def test_ohlcv_reader_rejects_bad_rows_with_their_line(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(ValueError, match=message):
+        read_ohlcv_csv(path)

@@ -131,3 +131,13 @@ def test_missing_indicator_values_never_fire_and_deactivate_stops() -> None:
     machine.deactivate(5.0)
     assert machine.state is State.INACTIVE
     assert machine.status()["state"] == "inactive"
+
+
+def test_timeout_wins_over_a_late_entry() -> None:
+    """A signal older than the cancel timeout is cancelled even if entry conditions now hold."""
+    rec = Recorder()
+    machine = StrategyStateMachine(_strategy(), "BTC", rec)
+    machine.activate(0.0)
+    _run(machine, [(0, 100.0, {"pump": 6.0}), (86_400, 100.0, {"pump": 6.0, "surge": 5.0})])
+    assert rec.signals() == ["S1", "O1"]
+    assert rec.events[-2][1]["reason"] == "timeout"

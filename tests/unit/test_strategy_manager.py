@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from tradewire.engine.examples import RSI_MEAN_REVERSION
 from tradewire.engine.indicators import IndicatorBank, indicator_key
 from tradewire.engine.storage.database import Database, sqlite_url
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.ticks import Tick
 from tradewire.errors import RequestError
 from tradewire.protocol.codes import ErrorCode
 
@@ -67,9 +69,72 @@ async def test_deactivate_releases_shared_indicators(db: Database) -> None:
     assert bank.refcount("BTC-USD", rsi) == 3
     await manager.deactivate("rsi_mean_reversion", "BTC-USD")
     assert bank.values("BTC-USD") == {}
-    with pytest.raises(RequestError) as exc:
-        await manager.deactivate("rsi_mean_reversion", "BTC-USD")
-    assert exc.value.code is ErrorCode.VALIDATION_ERROR
+    again = await manager.deactivate("rsi_mean_reversion", "BTC-USD")  # idempotent
+    assert again["state"] == "inactive"
     with pytest.raises(RequestError) as missing:
         await manager.activate("nope", "BTC-USD")
     assert missing.value.code is ErrorCode.STRATEGY_NOT_FOUND
+
+
+async def test_indicator_params_are_validated_with_paths(db: Database) -> None:
+    """A typo in an indicator's params is an error at its path, never a broken running pair."""
+    manager = _manager(db)
+    bad: dict[str, Any] = {**RSI_MEAN_REVERSION}
+    bad["s1_signal"] = {
+        "conditions": [
+            {"id": "x", "indicatorId": "rsi", "operator": "<", "value": 30, "params": {"perod": 14}}
+        ]
+    }
+    result = manager.validate(bad)
+    assert result["valid"] is False
+    assert [e["path"] for e in result["errors"]] == ["s1_signal.conditions[0].params.perod"]
+    with pytest.raises(RequestError):
+        await manager.upsert(bad, "eve")
+    assert await db.latest_strategies() == []
+
+
+async def test_concurrent_activate_and_deactivate_end_consistent(db: Database) -> None:
+    manager = _manager(db)
+    await manager.upsert(RSI_MEAN_REVERSION, None)
+    await asyncio.gather(
+        manager.activate("rsi_mean_reversion", "BTC-USD"), manager.deactivate("rsi_mean_reversion", "BTC-USD")
+    )
+    running = {(p["strategy_name"], p["symbol"]) for p in manager.status()}
+    assert running == set(await db.active_pairs())
+
+
+async def test_reload_does_not_duplicate_machines(db: Database) -> None:
+    events: list[str] = []
+    manager = StrategyManager(db, IndicatorBank(), lambda topic, payload: events.append(topic))
+    await manager.load(["BTC-USD"])
+    await manager.load(["BTC-USD"])  # e.g. the engine stopped and started again
+    assert len(manager.status()) == 2
+    assert len(manager._by_symbol["BTC-USD"]) == 2
+
+
+async def test_deactivating_an_open_position_reports_it_closed(db: Database) -> None:
+    signals: list[dict[str, Any]] = []
+    manager = StrategyManager(
+        db,
+        IndicatorBank(),
+        lambda topic, payload: signals.append(payload) if topic == "signal_generated" else None,
+    )
+    fast: dict[str, Any] = {**RSI_MEAN_REVERSION, "strategy_name": "fast"}
+    fast["s1_signal"] = {
+        "conditions": [
+            {"id": "s", "indicatorId": "rsi", "operator": "<", "value": 50, "params": {"period": 2}}
+        ]
+    }
+    fast["z1_entry"] = {
+        **fast["z1_entry"],
+        "conditions": [
+            {"id": "z", "indicatorId": "rsi", "operator": ">", "value": 50, "params": {"period": 2}}
+        ],
+    }
+    await manager.upsert(fast, None)
+    await manager.activate("fast", "BTC-USD")
+    for ts, price in enumerate([100, 99, 98, 97, 99, 99.5]):
+        manager.on_tick(Tick("BTC-USD", float(price), 1.0, float(ts)))
+    assert [s["signal_type"] for s in signals] == ["S1", "Z1"], signals
+    await manager.deactivate("fast", "BTC-USD")
+    assert (signals[-1]["signal_type"], signals[-1]["reason"]) == ("ZE1", "deactivated")

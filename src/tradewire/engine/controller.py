@@ -8,19 +8,27 @@ the strategy manager's methods, which the strategy handlers call.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import math
+from typing import Any, TypeGuard
 
 import structlog
 
 from tradewire.bus.event_bus import EventBus
 from tradewire.config import Settings
 from tradewire.engine.indicators import IndicatorBank, describe_indicators
-from tradewire.engine.market_data import MarketDataPublisher, SyntheticFeed
+from tradewire.engine.market_data import MarketDataPublisher, MarketDataSource, ReplayFeed, SyntheticFeed
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_manager import StrategyManager
 from tradewire.engine.ticks import Tick
 
 _log = structlog.get_logger("tradewire.engine")
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    """A real number (not bool), neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 ENGINE_SUBSCRIBER = "engine"
 
 
@@ -35,6 +43,7 @@ class EmbeddedEngine:
         self.strategies = StrategyManager(self.database, self.bank, self._publish)
         self._started = False
         self._books: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask)
+        self.rejected_ticks = 0  # bus price events ignored as malformed
         self._tasks: list[asyncio.Task[None]] = []
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
@@ -43,20 +52,42 @@ class EmbeddedEngine:
 
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
+        settings = self.settings
         await self.database.start()
-        await self.strategies.load()
+        try:
+            await self.strategies.load(settings.synthetic_symbols or None)
+            sources = await self._sources()
+        except BaseException:
+            await self.database.stop()
+            raise
         self._started = True
         bus.subscribe("market.*", self._on_market, name=ENGINE_SUBSCRIBER)
-        symbols = self.settings.synthetic_symbols
-        if symbols:
-            feed = SyntheticFeed(
-                symbols, seed=self.settings.synthetic_seed, interval=self.settings.synthetic_interval
-            )
-            sink = MarketDataPublisher(bus, feed.name)
-            self._tasks.append(asyncio.get_running_loop().create_task(feed.run(sink)))
+        loop = asyncio.get_running_loop()
+        for source in sources:
+            self._tasks.append(loop.create_task(source.run(MarketDataPublisher(bus, source.name))))
         _log.info(
-            "engine.started", synthetic_symbols=symbols, database=self.settings.database.split("://")[0]
+            "engine.started",
+            sources=[source.name for source in sources],
+            synthetic_symbols=settings.synthetic_symbols,
+            database=settings.database.split("://")[0],
         )
+
+    async def _sources(self) -> list[MarketDataSource]:
+        """The synthetic live feed (if symbols are configured) and a dataset replay (if asked)."""
+        settings = self.settings
+        sources: list[MarketDataSource] = []
+        if settings.synthetic_symbols:
+            sources.append(
+                SyntheticFeed(
+                    settings.synthetic_symbols,
+                    seed=settings.synthetic_seed,
+                    interval=settings.synthetic_interval,
+                )
+            )
+        if settings.replay_dataset is not None:
+            ticks = await self.database.load_ticks(settings.replay_dataset)
+            sources.append(ReplayFeed(ticks, settings.replay_speed or None))
+        return sources
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -65,6 +96,8 @@ class EmbeddedEngine:
         self._tasks.clear()
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
+        self.strategies.stop_all()
+        self._started = False
         await self.database.stop()
 
     def _on_market(self, topic: str, payload: dict[str, Any]) -> None:
@@ -73,20 +106,22 @@ class EmbeddedEngine:
             return
         if topic == "market.orderbook_update":
             bid, ask = payload.get("bid"), payload.get("ask")
-            if isinstance(bid, int | float) and isinstance(ask, int | float):
+            if _finite(bid) and _finite(ask) and 0 < bid <= ask:
                 self._books[symbol] = (float(bid), float(ask))
             return
         if topic != "market.price_update" or not self._started:
             return
         price, volume, ts = payload.get("price"), payload.get("volume", 0.0), payload.get("timestamp")
-        if not isinstance(price, int | float) or not isinstance(ts, int | float):
+        if not (_finite(price) and price > 0 and _finite(ts) and _finite(volume) and volume >= 0):
+            self.rejected_ticks += 1  # NaN/inf/negative would poison the symbol's indicators for good
             return
         bid, ask = self._books.get(symbol, (None, None))
-        self.strategies.on_tick(Tick(symbol, float(price), float(volume or 0.0), float(ts), bid, ask))
+        self.strategies.on_tick(Tick(symbol, float(price), float(volume), float(ts), bid, ask))
 
     def health(self) -> dict[str, Any]:
-        ready = self._started and all(not task.done() for task in self._tasks)
-        return {"ready": ready, **self.strategies.health()}
+        failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception() is not None]
+        ready = self._started and not failed
+        return {"ready": ready, "rejected_ticks": self.rejected_ticks, **self.strategies.health()}
 
     def queries(self) -> dict[str, Any]:
         return {"indicators": self._query_indicators, "datasets": self._query_datasets}

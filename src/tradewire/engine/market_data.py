@@ -205,25 +205,38 @@ def detect_kind(path: Path) -> str:
     return "ohlcv" if {"open", "high", "low", "close"} <= header else "trades"
 
 
+_OHLCV = ("open", "high", "low", "close", "volume")
+_TS_NAMES = ("", "date", "time", "timestamp", "ts")
+
+
 def read_ohlcv_csv(path: Path) -> list[Bar]:
-    """Bars from a CSV with a timestamp column followed by Open, High, Low, Close, Volume."""
+    """Bars from a CSV with a timestamp column and Open, High, Low, Close, Volume columns.
+
+    Every value must be a finite number (prices positive, volume not negative); a bad row is a
+    ``ValueError`` naming its line, never a half-imported file.
+    """
     with path.open(newline="") as handle:
         reader = csv.reader(handle)
-        header = [name.strip().lower() for name in next(reader)]
-        index = {name: header.index(name) for name in ("open", "high", "low", "close", "volume")}
-        ts_col = next(
-            (i for i, name in enumerate(header) if name in ("", "date", "time", "timestamp", "ts")), 0
-        )
-        bars = [
-            Bar(
-                parse_timestamp(row[ts_col]),
-                *(float(row[index[name]]) for name in ("open", "high", "low", "close", "volume")),
-            )
-            for row in reader
-            if row
-        ]
+        header = [name.strip().lower() for name in next(reader, [])]
+        missing = [name for name in _OHLCV if name not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        index = [header.index(name) for name in _OHLCV]
+        ts_col = next((i for i, name in enumerate(header) if name in _TS_NAMES), 0)
+        bars = [_bar(row, ts_col, index, path, line) for line, row in enumerate(reader, start=2) if row]
     bars.sort(key=lambda bar: bar.ts)
     return bars
+
+
+def _bar(row: list[str], ts_col: int, index: list[int], path: Path, line: int) -> Bar:
+    try:
+        values = [float(row[i]) for i in index]
+        bar = Bar(parse_timestamp(row[ts_col]), *values)
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"{path}:{line}: unreadable row") from exc
+    if not all(math.isfinite(v) for v in (bar.ts, *values)) or min(values[:4]) <= 0 or bar.volume < 0:
+        raise ValueError(f"{path}:{line}: prices must be positive and finite, volume finite and >= 0")
+    return bar
 
 
 _TRADE_COLUMNS = {
@@ -247,18 +260,24 @@ def read_trades_csv(path: Path) -> list[dict[str, Any]]:
         missing = [key for key in ("ts", "price", "volume") if columns[key] is None]
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
-        rows = [_trade_row(row, columns) for row in reader]
+        rows = [_trade_row(row, columns, path, line) for line, row in enumerate(reader, start=2)]
     rows.sort(key=lambda row: row["ts"])
     return rows
 
 
-def _trade_row(row: dict[str, str], columns: dict[str, str | None]) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "ts": parse_timestamp(row[columns["ts"] or ""]),
-        "price": float(row[columns["price"] or ""]),
-        "volume": float(row[columns["volume"] or ""]),
-    }
-    for key in ("bid", "ask"):
-        column = columns[key]
-        out[key] = float(row[column]) if column and row.get(column) else None
+def _trade_row(row: dict[str, str], columns: dict[str, str | None], path: Path, line: int) -> dict[str, Any]:
+    try:
+        out: dict[str, Any] = {
+            "ts": parse_timestamp(row[columns["ts"] or ""]),
+            "price": float(row[columns["price"] or ""]),
+            "volume": float(row[columns["volume"] or ""]),
+        }
+        for key in ("bid", "ask"):
+            column = columns[key]
+            out[key] = float(row[column]) if column and row.get(column) else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}:{line}: unreadable row") from exc
+    numbers = [value for value in out.values() if value is not None]
+    if not all(math.isfinite(v) for v in numbers) or out["price"] <= 0 or out["volume"] < 0:
+        raise ValueError(f"{path}:{line}: price must be positive and finite, volume finite and >= 0")
     return out

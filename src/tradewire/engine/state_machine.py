@@ -87,6 +87,7 @@ class StrategyStateMachine:
         "_emit",
         "cooldown_until",
         "entry_price",
+        "last_tick",
         "signal_at",
         "signals",
         "state",
@@ -105,18 +106,27 @@ class StrategyStateMachine:
         self.cooldown_until = 0.0
         self.signals = 0
         self.transitions = 0
+        self.last_tick: Tick | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def activate(self, ts: float) -> None:
         if self.state is State.INACTIVE:
             self._enter(State.MONITORING, ts, "activated")
 
-    def deactivate(self, ts: float) -> None:
+    def deactivate(self, ts: float, reason: str = "deactivated") -> None:
+        """Stop; an open position is reported closed (ZE1 with ``reason``) at the last price, so
+        consumers tracking positions from signals never keep a phantom one."""
+        if self.state is State.POSITION_ACTIVE and self.last_tick is not None:
+            tick = self.last_tick
+            self._enter(State.CLOSE_ORDER_EVALUATION, ts, reason)
+            self._enter(State.EXITED, ts, "closed")
+            self._signal("ZE1", tick, (), {}, {"reason": reason, "pnl_pct": self._pnl_pct(tick.price)})
         if self.state is not State.INACTIVE:
-            self._enter(State.INACTIVE, ts, "deactivated")
+            self._enter(State.INACTIVE, ts, reason)
 
     # ------------------------------------------------------------------ ticks
     def on_tick(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
+        self.last_tick = tick
         state = self.state
         if state is State.MONITORING:
             if tick.ts >= self.cooldown_until and _holds(self.strategy.signal, values):
@@ -133,19 +143,21 @@ class StrategyStateMachine:
 
     def _evaluate_signal(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         strategy = self.strategy
+        timed_out = (
+            strategy.cancel_timeout is not None and tick.ts - self.signal_at >= strategy.cancel_timeout
+        )
         if _holds(strategy.emergency, values):
             self._emergency(tick, values)
+        elif timed_out or _holds(strategy.cancel, values):  # a stale signal never enters
+            reason = "timeout" if timed_out else "o1_cancel conditions met"
+            self._enter(State.SIGNAL_CANCELLED, tick.ts, reason)
+            self._signal("O1", tick, strategy.cancel, values, {"reason": reason})
+            self._enter(State.MONITORING, tick.ts, "signal cancelled")
         elif _holds(strategy.entry, values):
             self.entry_price = tick.price
             self._enter(State.ENTRY_EVALUATION, tick.ts, "z1_entry conditions met")
             self._enter(State.POSITION_ACTIVE, tick.ts, "entered")
             self._signal("Z1", tick, strategy.entry, values, self._entry_details(tick.price))
-        elif _holds(strategy.cancel, values) or (
-            strategy.cancel_timeout is not None and tick.ts - self.signal_at >= strategy.cancel_timeout
-        ):
-            self._enter(State.SIGNAL_CANCELLED, tick.ts, "o1_cancel")
-            self._signal("O1", tick, strategy.cancel, values)
-            self._enter(State.MONITORING, tick.ts, "signal cancelled")
 
     def _evaluate_position(self, tick: Tick, values: Mapping[Any, float | None]) -> None:
         if _holds(self.strategy.emergency, values):
@@ -231,6 +243,16 @@ class StrategyStateMachine:
             "direction": self.strategy.direction,
             "price": tick.price,
             "indicators": {rule.indicator: values.get(rule.key) for rule in rules},
+            "conditions": [
+                {
+                    "id": rule.id,
+                    "indicator": rule.indicator,
+                    "params": dict(rule.key[1:]) if isinstance(rule.key, tuple) else {},
+                    "value": values.get(rule.key),
+                    "threshold": rule.value,
+                }
+                for rule in rules
+            ],
             "state": self.state.value,
             "timestamp": tick.ts,
         }

@@ -11,6 +11,7 @@ storage: it calls this class.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 import structlog
 
 from tradewire.engine.examples import EXAMPLES
-from tradewire.engine.indicators import INDICATORS, IndicatorBank, IndicatorKey
+from tradewire.engine.indicators import INDICATORS, IndicatorBank, IndicatorError, IndicatorKey, indicator_key
 from tradewire.engine.state_machine import CompiledStrategy, Emit, Rule, StrategyStateMachine
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_document import (
@@ -53,6 +54,32 @@ class _Pair:
     keys: list[IndicatorKey]  # indicator holds to release on deactivation
 
 
+def _param_errors(document: StrategyDocument) -> list[dict[str, str]]:
+    """Indicator parameters the registry rejects, with document paths (the validator checks only
+    that they are scalars)."""
+    sections = {
+        "s1_signal": document.signal.conditions,
+        "z1_entry": document.entry.conditions,
+        "ze1_close": document.close.conditions,
+        "o1_cancel": document.cancel.conditions,
+        "emergency_exit": document.emergency_exit.conditions,
+    }
+    errors = []
+    for section, conditions in sections.items():
+        for index, condition in enumerate(conditions):
+            try:
+                indicator_key(condition.indicator, condition.params)
+            except IndicatorError as exc:
+                errors.append(
+                    {
+                        "path": f"{section}.conditions[{index}].{exc.path}",
+                        "message": exc.message,
+                        "code": "invalid_params",
+                    }
+                )
+    return errors
+
+
 def _not_found(name: str) -> RequestError:
     return RequestError(ErrorCode.STRATEGY_NOT_FOUND, f"no strategy named '{name}'", {"strategy_name": name})
 
@@ -71,6 +98,7 @@ class StrategyManager:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self._by_symbol: dict[str, list[StrategyStateMachine]] = {}
         self._published_at: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self.ticks = 0
 
     @property
@@ -78,12 +106,13 @@ class StrategyManager:
         return frozenset(INDICATORS)
 
     # ------------------------------------------------------------------ start-up
-    async def load(self) -> None:
+    async def load(self, default_symbols: list[str] | None = None) -> None:
         """Load the latest version of every stored strategy and resume stored activations;
         on an empty database install the examples, active on their symbols."""
+        self.stop_all()
         stored = await self._db.latest_strategies()
         if not stored:
-            await self._install_examples()
+            await self._install_examples(default_symbols)
             return
         for row in stored:
             try:
@@ -95,35 +124,58 @@ class StrategyManager:
                 continue
             self._strategies[row.name] = _Strategy(document, row.version, row.created_by, row.created_at)
         for name, symbol in await self._db.active_pairs():
-            if name in self._strategies:
+            entry = self._strategies.get(name)
+            if entry is None or not entry.document.enabled:
+                continue
+            try:
                 self._start_pair(name, symbol)
+            except IndicatorError as exc:
+                _log.error("strategy.unstartable", strategy=name, symbol=symbol, error=str(exc))
         _log.info("strategies.loaded", strategies=len(self._strategies), active=len(self._pairs))
 
-    async def _install_examples(self) -> None:
+    async def _install_examples(self, default_symbols: list[str] | None) -> None:
+        """Store the examples and run them on ``default_symbols`` (the live feed's), if given."""
         for raw in EXAMPLES:
             name, _ = await self.upsert(raw, created_by="tradewire")
-            for symbol in self._strategies[name].document.symbols:
+            symbols = default_symbols if default_symbols else self._strategies[name].document.symbols
+            for symbol in symbols:
                 await self.activate(name, symbol)
         _log.info("strategies.examples_installed", strategies=len(EXAMPLES))
 
     # ------------------------------------------------------------------ documents
     def validate(self, raw: object) -> dict[str, Any]:
-        return validate_strategy(raw, self.known_indicators).to_dict()
+        """The document's errors and warnings, including indicator parameters."""
+        result = validate_strategy(raw, self.known_indicators).to_dict()
+        if result["valid"]:
+            errors = _param_errors(parse_strategy(raw, self.known_indicators))
+            result["errors"] = errors
+            result["valid"] = not errors
+        return result
+
+    def _parse(self, raw: object) -> StrategyDocument:
+        result = self.validate(raw)
+        if not result["valid"]:
+            raise RequestError(ErrorCode.VALIDATION_ERROR, "strategy document is invalid", result)
+        return parse_strategy(raw, self.known_indicators)
 
     async def upsert(self, raw: object, created_by: str | None) -> tuple[str, int]:
         """Store ``raw`` as the next version of its strategy; running pairs switch to it."""
-        try:
-            document = parse_strategy(raw, self.known_indicators)
-        except StrategyValidationError as exc:
-            raise RequestError(
-                ErrorCode.VALIDATION_ERROR, "strategy document is invalid", exc.result.to_dict()
-            ) from exc
-        version = await self._db.save_strategy(document.name, to_document(document), created_by)
-        self._strategies[document.name] = _Strategy(document, version, created_by, self._clock())
-        for name, symbol in [pair for pair in self._pairs if pair[0] == document.name]:
-            self._stop_pair(name, symbol, "strategy updated")
-            self._start_pair(name, symbol)
+        document = self._parse(raw)
+        async with self._lock(document.name):
+            version = await self._db.save_strategy(document.name, to_document(document), created_by)
+            current = self._strategies.get(document.name)
+            if current is None or current.version < version:
+                self._strategies[document.name] = _Strategy(document, version, created_by, self._clock())
+                for name, symbol in [pair for pair in self._pairs if pair[0] == document.name]:
+                    self._restart_pair(name, symbol)
         return document.name, version
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        """One lock per strategy: upsert/activate/deactivate of a name never interleave."""
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
 
     def strategies(self) -> list[dict[str, Any]]:
         return [self._describe(name) for name in sorted(self._strategies)]
@@ -144,26 +196,31 @@ class StrategyManager:
 
     # ------------------------------------------------------------------ activation
     async def activate(self, name: str, symbol: str) -> dict[str, Any]:
-        if name not in self._strategies:
-            raise _not_found(name)
-        if (name, symbol) not in self._pairs:
-            self._start_pair(name, symbol)
-            await self._db.set_active(name, symbol, True)
-        return self._pairs[(name, symbol)].machine.status()
+        """Run ``name`` on ``symbol`` (idempotent); stored first, so memory never runs ahead."""
+        async with self._lock(name):
+            entry = self._strategies.get(name)
+            if entry is None:
+                raise _not_found(name)
+            if not entry.document.enabled:
+                raise RequestError(
+                    ErrorCode.VALIDATION_ERROR, f"strategy '{name}' is disabled", {"strategy_name": name}
+                )
+            if (name, symbol) not in self._pairs:
+                await self._db.set_active(name, symbol, True)
+                self._start_pair(name, symbol)
+            return self._pairs[(name, symbol)].machine.status()
 
     async def deactivate(self, name: str, symbol: str) -> dict[str, Any]:
-        if name not in self._strategies:
-            raise _not_found(name)
-        pair = self._pairs.get((name, symbol))
-        if pair is None:
-            raise RequestError(
-                ErrorCode.VALIDATION_ERROR,
-                f"strategy '{name}' is not active on {symbol}",
-                {"strategy_name": name, "symbol": symbol},
-            )
-        self._stop_pair(name, symbol, "deactivated")
-        await self._db.set_active(name, symbol, False)
-        return pair.machine.status()
+        """Stop ``name`` on ``symbol`` (idempotent); an open position is reported closed (ZE1)."""
+        async with self._lock(name):
+            if name not in self._strategies:
+                raise _not_found(name)
+            await self._db.set_active(name, symbol, False)
+            pair = self._pairs.get((name, symbol))
+            if pair is None:
+                return {"strategy_name": name, "symbol": symbol, "state": "inactive"}
+            self._stop_pair(name, symbol, "deactivated")
+            return pair.machine.status()
 
     def status(self, name: str | None = None, symbol: str | None = None) -> list[dict[str, Any]]:
         if name is not None and name not in self._strategies:
@@ -177,15 +234,32 @@ class StrategyManager:
     def _start_pair(self, name: str, symbol: str) -> None:
         entry = self._strategies[name]
         keys: list[IndicatorKey] = []
-        compiled = self._compile(entry, symbol, keys)
+        try:
+            compiled = self._compile(entry, symbol, keys)
+        except IndicatorError:
+            for key in keys:  # give back what was taken before the failure
+                self._bank.release(symbol, key)
+            raise
         machine = StrategyStateMachine(compiled, symbol, self._emit)
         self._pairs[(name, symbol)] = _Pair(machine, keys)
         self._by_symbol.setdefault(symbol, []).append(machine)
         machine.activate(self._clock())
 
+    def _restart_pair(self, name: str, symbol: str) -> None:
+        """Switch a running pair to the strategy's current version: the new indicators are taken
+        before the old are released, so shared ones stay warm."""
+        old = self._pairs[(name, symbol)]
+        held, old.keys = old.keys, []  # keep the old holds until the new pair holds its own
+        self._stop_pair(name, symbol, "strategy updated")
+        try:
+            self._start_pair(name, symbol)
+        finally:
+            for key in held:
+                self._bank.release(symbol, key)
+
     def _stop_pair(self, name: str, symbol: str, reason: str) -> None:
         pair = self._pairs.pop((name, symbol))
-        pair.machine.deactivate(self._clock())
+        pair.machine.deactivate(self._clock(), reason)
         machines = self._by_symbol[symbol]
         machines.remove(pair.machine)
         if not machines:
@@ -193,6 +267,12 @@ class StrategyManager:
         for key in pair.keys:
             self._bank.release(symbol, key)
         _log.info("strategy.stopped", strategy=name, symbol=symbol, reason=reason)
+
+    def stop_all(self) -> None:
+        """Stop every running pair in memory (engine shutdown; stored activations are kept)."""
+        for name, symbol in list(self._pairs):
+            self._stop_pair(name, symbol, "engine stopped")
+        self._strategies.clear()
 
     def _compile(self, entry: _Strategy, symbol: str, keys: list[IndicatorKey]) -> CompiledStrategy:
         doc = entry.document

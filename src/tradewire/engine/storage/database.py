@@ -27,6 +27,7 @@ from tradewire.engine.storage.schema import (
     strategies,
     trades,
 )
+from tradewire.engine.ticks import Tick
 
 _log = structlog.get_logger("tradewire.storage")
 INSERT_CHUNK = 5_000
@@ -88,7 +89,10 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._engine = create_async_engine(self.url)
         if self.url.startswith("sqlite"):
+            # The driver would start transactions only before DML, so DDL (migrations) would
+            # commit statement by statement; SQLAlchemy's recipe: we issue BEGIN ourselves.
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self._engine.sync_engine, "begin", _sqlite_begin)
         async with self._engine.begin() as conn:
             applied = await conn.run_sync(_migrate)
         if applied:
@@ -193,6 +197,21 @@ class Database:
         async with self.engine.connect() as conn:
             return [Dataset(**dict(row)) for row in (await conn.execute(query)).mappings().all()]
 
+    async def load_ticks(self, dataset_id: int) -> list[Tick]:
+        """A dataset as ticks in time order: one per trade, or one per bar at its close."""
+        dataset = await self.dataset(dataset_id)
+        if dataset.kind == "ohlcv":
+            return [
+                Tick(dataset.symbol, bar.close, bar.volume, bar.ts)
+                for bar in await self.load_bars(dataset_id)
+            ]
+        query = select(trades.c.ts, trades.c.price, trades.c.volume, trades.c.bid, trades.c.ask).where(
+            trades.c.dataset_id == dataset_id
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(trades.c.ts, trades.c.id))).all()
+        return [Tick(dataset.symbol, price, volume, ts, bid, ask) for ts, price, volume, bid, ask in rows]
+
     async def load_bars(self, dataset_id: int) -> list[Bar]:
         query = select(bars.c.ts, bars.c.open, bars.c.high, bars.c.low, bars.c.close, bars.c.volume).where(
             bars.c.dataset_id == dataset_id
@@ -258,7 +277,12 @@ def _migrate(conn: Connection) -> list[int]:
     return applied
 
 
+def _sqlite_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")  # writers queue up front: read-then-insert is atomic
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # autocommit at the driver; transactions via _sqlite_begin
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
