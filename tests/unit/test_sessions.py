@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 
 import pytest
 
@@ -86,10 +87,9 @@ async def test_redis_store_claim_is_single_use_and_ttl_bound(redis_url: str, red
         await store.stop()
 
 
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed here")
 def test_throwaway_redis_server_is_started_when_none_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     """What `make test` does on a machine without a running Redis but with the binary."""
-    if redis_server.shutil.which("redis-server") is None:
-        pytest.skip("redis-server binary not installed here")
     monkeypatch.delenv("TRADEWIRE_TEST_REDIS_URL", raising=False)
     monkeypatch.setattr(redis_server, "DEFAULT_URL", f"redis://127.0.0.1:{redis_server._free_port()}/0")
     with redis_server.redis_url() as url:
