@@ -141,3 +141,14 @@ def test_timeout_wins_over_a_late_entry() -> None:
     _run(machine, [(0, 100.0, {"pump": 6.0}), (86_400, 100.0, {"pump": 6.0, "surge": 5.0})])
     assert rec.signals() == ["S1", "O1"]
     assert rec.events[-2][1]["reason"] == "timeout"
+
+
+def test_emergency_while_monitoring_blocks_new_signals() -> None:
+    """Emergency conditions hold before any signal: E1, then no S1 until the cooldown ends."""
+    rec = Recorder()
+    machine = StrategyStateMachine(_strategy(), "BTC", rec)
+    machine.activate(0.0)
+    _run(machine, [(1, 100.0, {"pump": 9.0, "spread": 5.0}), (2, 100.0, {"pump": 9.0, "spread": 0.1})])
+    assert rec.signals() == ["E1"]
+    _run(machine, [(302, 100.0, {"pump": 9.0, "spread": 0.1})])
+    assert rec.signals() == ["E1", "S1"]

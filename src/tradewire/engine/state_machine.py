@@ -129,7 +129,11 @@ class StrategyStateMachine:
         self.last_tick = tick
         state = self.state
         if state is State.MONITORING:
-            if tick.ts >= self.cooldown_until and _holds(self.strategy.signal, values):
+            if tick.ts < self.cooldown_until:
+                return
+            if _holds(self.strategy.emergency, values):  # e.g. a crash: arm the cooldown, no S1
+                self._emergency(tick, values)
+            elif _holds(self.strategy.signal, values):
                 self._signal_detected(tick, values)
         elif state is State.SIGNAL_DETECTED:
             self._evaluate_signal(tick, values)
