@@ -10,7 +10,8 @@ import pytest
 import structlog
 
 from tests.helpers import Running, make_settings, run_server
-from tests.postgres_server import postgres_database
+from tests.postgres_server import postgres_available, postgres_database
+from tests.redis_server import redis_available
 from tests.redis_server import redis_url as find_redis
 
 _redis_skips: list[str] = []  # services whose tests were skipped (printed in the summary)
@@ -40,7 +41,7 @@ async def running(transport: str, settings_factory: Callable[..., Any]) -> Async
 def redis_url() -> Iterator[str]:
     """A real Redis (never a fake); see tests/redis_server.py for where it comes from."""
     with find_redis() as url:
-        yield require_service(url, "no Redis server on 127.0.0.1:6379 and no redis-server binary")
+        yield require_service(url, _REDIS_MISSING)
 
 
 @pytest.fixture
@@ -50,20 +51,44 @@ def redis_prefix(request: pytest.FixtureRequest) -> str:
 
 
 def require_service(url: str | None, reason: str) -> str:
-    """``url``, or skip the test loudly (fail under CI=true) when the service is missing."""
+    """``url`` of a service that collection found available (tests of missing ones never run)."""
     if url is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: a required service is missing: {reason}")
-        _redis_skips.append(reason)
-        pytest.skip(reason)
+        pytest.fail(f"a required service went away during the run: {reason}")
     return url
+
+
+_REDIS_MISSING = "no Redis server on 127.0.0.1:6379 and no redis-server binary"
+_POSTGRES_MISSING = "no PostgreSQL server on 127.0.0.1:5432"
+
+
+def _needs(item: pytest.Item, fixture: str, marker: str) -> bool:
+    return fixture in getattr(item, "fixturenames", ()) or item.get_closest_marker(marker) is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of a service that is missing here are skipped loudly — or, under CI=true, the run
+    stops: there a missing Redis or PostgreSQL is a failure, never a silent pass."""
+    missing = {}
+    if any(_needs(item, "redis_url", "redis") for item in items) and not redis_available():
+        missing["redis"] = (_REDIS_MISSING, "redis_url")
+    if any(_needs(item, "postgres_url", "postgres") for item in items) and not postgres_available():
+        missing["postgres"] = (_POSTGRES_MISSING, "postgres_url")
+    if missing and os.environ.get("CI") == "true":
+        raise pytest.UsageError(
+            "CI=true: required services missing: " + "; ".join(r for r, _ in missing.values())
+        )
+    for marker, (reason, fixture) in missing.items():
+        _redis_skips.append(reason)
+        for item in items:
+            if _needs(item, fixture, marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh database on the machine's real PostgreSQL, dropped after the test."""
     async with postgres_database() as url:
-        yield require_service(url, "no PostgreSQL server on 127.0.0.1:5432")
+        yield require_service(url, _POSTGRES_MISSING)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -6,6 +6,7 @@ skipped loudly, except under ``CI=true`` where that is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,19 @@ async def _admin() -> asyncpg.Connection | None:
         return await asyncpg.connect(dsn, timeout=2)
     except (OSError, asyncpg.PostgresError):
         return None
+
+
+def postgres_available() -> bool:
+    """Whether a PostgreSQL server answers (probed once, at collection)."""
+
+    async def probe() -> bool:
+        admin = await _admin()
+        if admin is None:
+            return False
+        await admin.close()
+        return True
+
+    return asyncio.run(probe())
 
 
 @asynccontextmanager

@@ -39,6 +39,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_available() -> bool:
+    """Whether :func:`redis_url` will find or start a Redis here."""
+    return (
+        bool(os.environ.get("TRADEWIRE_TEST_REDIS_URL"))
+        or _answers(DEFAULT_URL)
+        or bool(shutil.which("redis-server"))
+    )
+
+
 @contextmanager
 def redis_url() -> Iterator[str | None]:
     """Yield a reachable Redis URL, or None when no Redis can be had here."""

@@ -13,7 +13,7 @@ from tradewire.engine.storage.database import Bar, Database, sqlite_url
 from tradewire.engine.storage.schema import MIGRATIONS
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     if request.param == "sqlite":
         yield sqlite_url(tmp_path)
