@@ -145,3 +145,19 @@ async def wait_closed(ws: ClientConnection, timeout: float = TIMEOUT) -> int | N
     except ConnectionClosedError:
         return ws.close_code
     return ws.close_code
+
+
+async def publish(running: Running, stream: str, items: list[dict[str, Any]]) -> None:
+    """Publish ``items`` on ``stream`` and let the flusher write them."""
+    for data in items:
+        await running.server.broadcast_to_subscribers(stream, data)
+    await asyncio.sleep(0)
+
+
+async def drain_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Everything the server sent before the reply to a heartbeat barrier."""
+    await ws.send(json.dumps({"type": "heartbeat", "id": "barrier"}))
+    frames = []
+    while (frame := await recv_json(ws)).get("id") != "barrier":
+        frames.append(frame)
+    return frames

@@ -99,8 +99,3 @@ class ErrorHandler:
             request_id,
             {"correlation_id": correlation_id},
         )
-
-    def service_unavailable(self, service: str, request_id: str | int | None = None) -> dict[str, Any]:
-        return self.envelope(
-            ErrorCode.SERVICE_UNAVAILABLE, f"{service} is not available on this server", request_id
-        )

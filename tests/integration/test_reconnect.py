@@ -12,7 +12,16 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import Running, open_client, recv_json, request, run_server, wait_closed
+from tests.helpers import (
+    Running,
+    drain_until_pong,
+    open_client,
+    publish,
+    recv_json,
+    request,
+    run_server,
+    wait_closed,
+)
 from tradewire import CloseCode, Level
 
 
@@ -26,20 +35,6 @@ async def _session(
     if level is not Level.BASIC:
         await request(ws, {"type": "subscribe", "stream": "signals"})
     return ws, welcome
-
-
-async def _publish(r: Running, stream: str, items: list[dict[str, Any]]) -> None:
-    for data in items:
-        await r.server.broadcast_to_subscribers(stream, data)
-    await asyncio.sleep(0)
-
-
-async def _drain_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
-    await ws.send(json.dumps({"type": "heartbeat", "id": "barrier"}))
-    frames = []
-    while (frame := await recv_json(ws)).get("id") != "barrier":
-        frames.append(frame)
-    return frames
 
 
 async def _saved(r: Running, count: int = 1) -> None:
@@ -66,14 +61,14 @@ async def _open_query(r: Running, token: str) -> tuple[ClientConnection, dict[st
 
 async def test_reconnect_restores_id_auth_subscriptions_and_missed_messages(running: Running) -> None:
     ws, welcome = await _session(running)
-    await _publish(running, "market_data", [{"symbol": "BTC", "n": 1}])
-    seen = await _drain_until_pong(ws)
+    await publish(running, "market_data", [{"symbol": "BTC", "n": 1}])
+    seen = await drain_until_pong(ws)
     await ws.close()
     await _saved(running)
-    await _publish(
+    await publish(
         running, "market_data", [{"symbol": s, "n": n} for n, s in enumerate(["BTC", "ETH", "BTC", "BTC"], 2)]
     )
-    await _publish(running, "signals", [{"signal_type": "S1", "n": 9}])
+    await publish(running, "signals", [{"signal_type": "S1", "n": 9}])
     ws2, again = await _reconnect(running, welcome["reconnect_token"])
     async with ws2:
         assert again["reconnected"] is True
@@ -83,9 +78,9 @@ async def test_reconnect_restores_id_auth_subscriptions_and_missed_messages(runn
         statuses = {s["stream"]: s for s in again["subscriptions"]}
         assert statuses["market_data"]["recovered"] is True
         assert statuses["signals"]["recovered"] is True
-        missed = await _drain_until_pong(ws2)
-        await _publish(running, "market_data", [{"symbol": "BTC", "n": 6}])
-        live = await _drain_until_pong(ws2)
+        missed = await drain_until_pong(ws2)
+        await publish(running, "market_data", [{"symbol": "BTC", "n": 6}])
+        live = await drain_until_pong(ws2)
         status = await request(ws2, {"type": "command", "action": "get_status"})
     market = [f for f in missed + live if f["stream"] == "market_data"]
     assert [f["data"]["n"] for f in market] == [2, 4, 5, 6]
@@ -153,13 +148,13 @@ async def test_history_eviction_reports_recovered_false(
         ws, welcome = await _session(r)
         await ws.close()
         await _saved(r)
-        await _publish(r, "market_data", [{"symbol": "BTC", "n": n} for n in range(20)])
+        await publish(r, "market_data", [{"symbol": "BTC", "n": n} for n in range(20)])
         ws2, again = await _reconnect(r, welcome["reconnect_token"])
         async with ws2:
             statuses = {s["stream"]: s for s in again["subscriptions"]}
             assert statuses["market_data"]["recovered"] is False
             assert statuses["signals"]["recovered"] is True  # nothing was missed there
-            assert [f for f in await _drain_until_pong(ws2) if f["stream"] == "market_data"] == []
+            assert [f for f in await drain_until_pong(ws2) if f["stream"] == "market_data"] == []
 
 
 async def test_reconnect_takes_over_a_connection_still_open(running: Running) -> None:
@@ -170,8 +165,8 @@ async def test_reconnect_takes_over_a_connection_still_open(running: Running) ->
         assert again["reconnected"] is True
         assert again["client_id"] == welcome["client_id"]
         assert await wait_closed(old) == 1000
-        await _publish(running, "market_data", [{"symbol": "BTC", "n": 1}])
-        assert [f["data"]["n"] for f in await _drain_until_pong(new)] == [1]
+        await publish(running, "market_data", [{"symbol": "BTC", "n": 1}])
+        assert [f["data"]["n"] for f in await drain_until_pong(new)] == [1]
     await _saved(running)
 
 
@@ -183,7 +178,7 @@ async def test_expired_jwt_restores_subscriptions_only_after_auth(
         await ws.close()
         await _saved(r)
         await asyncio.sleep(1.2)
-        await _publish(r, "signals", [{"signal_type": "S1", "n": 1}])
+        await publish(r, "signals", [{"signal_type": "S1", "n": 1}])
         ws2, again = await _reconnect(r, welcome["reconnect_token"])
         async with ws2:
             assert again["reconnected"] is True
@@ -196,7 +191,7 @@ async def test_expired_jwt_restores_subscriptions_only_after_auth(
             restored = {s["stream"]: s for s in reply["restored_subscriptions"]}
             assert restored["signals"]["recovered"] is True
             assert restored["market_data"]["status"] == "subscribed"
-            frames = await _drain_until_pong(ws2)
+            frames = await drain_until_pong(ws2)
             assert [f["data"]["n"] for f in frames if f["stream"] == "signals"] == [1]
 
 
@@ -229,8 +224,8 @@ async def test_session_survives_a_server_restart_with_redis(
             assert again["authenticated"] is True
             statuses = {s["stream"]: s for s in again["subscriptions"]}
             assert statuses["market_data"]["recovered"] is False  # new process, new history epoch
-            await _publish(second, "market_data", [{"symbol": "BTC", "n": 1}])
-            assert [f["data"]["n"] for f in await _drain_until_pong(ws2)] == [1]
+            await publish(second, "market_data", [{"symbol": "BTC", "n": 1}])
+            assert [f["data"]["n"] for f in await drain_until_pong(ws2)] == [1]
         ws3, reused = await _reconnect(second, welcome["reconnect_token"])
         async with ws3:
             assert reused["reconnected"] is False
@@ -272,7 +267,7 @@ async def test_frames_queued_when_the_server_closes_are_replayed(running: Runnin
     ws2, again = await _reconnect(running, welcome["reconnect_token"])
     async with ws2:
         assert again["reconnected"] is True
-        frames = await _drain_until_pong(ws2)
+        frames = await drain_until_pong(ws2)
     after = [f["data"]["n"] for f in frames if f["stream"] == "market_data"]
     assert before + after == [0, 1, 2]  # each exactly once, in order, across the two connections
 
@@ -283,8 +278,8 @@ async def test_quiet_filtered_subscription_still_recovers(
     """A filter that matched nothing while history rolled over is not a lost recovery."""
     async with run_server(transport, settings_factory(stream_history_size=5)) as r:
         ws, welcome = await _session(r)
-        await _publish(r, "market_data", [{"symbol": "ETH", "n": n} for n in range(20)])  # BTC only wanted
-        await _drain_until_pong(ws)
+        await publish(r, "market_data", [{"symbol": "ETH", "n": n} for n in range(20)])  # BTC only wanted
+        await drain_until_pong(ws)
         await ws.close()
         await _saved(r)
         ws2, again = await _reconnect(r, welcome["reconnect_token"])
@@ -311,11 +306,11 @@ async def test_expiry_pauses_stream_delivery_until_auth(
             notice = await recv_json(ws, timeout=3)
             assert notice["error_code"] == "token_expired"
             assert sorted(notice["details"]["paused_subscriptions"]) == ["market_data", "signals"]
-            await _publish(r, "signals", [{"signal_type": "S1", "n": 1}])
-            assert await _drain_until_pong(ws) == []
+            await publish(r, "signals", [{"signal_type": "S1", "n": 1}])
+            assert await drain_until_pong(ws) == []
             reply = await request(ws, {"type": "auth", "token": r.token()})
             assert {s["stream"] for s in reply["restored_subscriptions"]} == {"market_data", "signals"}
-            frames = await _drain_until_pong(ws)
+            frames = await drain_until_pong(ws)
             assert [f["data"]["n"] for f in frames if f["stream"] == "signals"] == [1]
 
 
@@ -324,9 +319,9 @@ async def test_reauth_at_a_lower_level_drops_streams_it_may_not_read(running: Ru
     async with ws:
         reply = await request(ws, {"type": "auth", "token": running.token("bob", Level.BASIC)})
         assert reply["revoked_subscriptions"] == ["signals"]
-        await _publish(running, "signals", [{"signal_type": "S1", "n": 1}])
-        await _publish(running, "market_data", [{"symbol": "BTC", "n": 2}])
-        assert [f["stream"] for f in await _drain_until_pong(ws)] == ["market_data"]
+        await publish(running, "signals", [{"signal_type": "S1", "n": 1}])
+        await publish(running, "market_data", [{"symbol": "BTC", "n": 2}])
+        assert [f["stream"] for f in await drain_until_pong(ws)] == ["market_data"]
 
 
 async def test_unreachable_redis_degrades_to_fresh_sessions(settings_factory: Callable[..., Any]) -> None:

@@ -12,8 +12,10 @@ from websockets.asyncio.client import ClientConnection
 from tests.helpers import (
     TIMEOUT,
     Running,
+    drain_until_pong,
     open_client,
     open_stalling_client,
+    publish,
     recv_json,
     request,
     run_server,
@@ -28,23 +30,6 @@ async def _authed(running: Running, level: Level = Level.TRADER, stalling: bool 
         "status"
     ] == "authenticated"
     return ws
-
-
-async def _drain_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
-    """Everything the server sent before the reply to a heartbeat barrier."""
-    await ws.send(json.dumps({"type": "heartbeat", "id": "barrier"}))
-    frames = []
-    while True:
-        frame = await recv_json(ws)
-        if frame.get("id") == "barrier":
-            return frames
-        frames.append(frame)
-
-
-async def _publish(running: Running, stream: str, items: list[dict[str, Any]]) -> None:
-    for data in items:
-        await running.server.broadcast_to_subscribers(stream, data)
-    await asyncio.sleep(0)  # let the flusher write this iteration's batches
 
 
 async def test_filters_deliver_exactly_the_matching_messages_in_offset_order(running: Running) -> None:
@@ -73,11 +58,11 @@ async def test_filters_deliver_exactly_the_matching_messages_in_offset_order(run
         signals = [
             {"symbol": "BTC", "signal_type": ("S1", "Z1")[i % 2], "confidence": i / 40} for i in range(40)
         ]
-        await _publish(running, "market_data", prices)
-        await _publish(running, "signals", signals)
-        got_btc = await _drain_until_pong(btc)
-        got_not_eth = await _drain_until_pong(not_eth)
-        got_strong = await _drain_until_pong(strong)
+        await publish(running, "market_data", prices)
+        await publish(running, "signals", signals)
+        got_btc = await drain_until_pong(btc)
+        got_not_eth = await drain_until_pong(not_eth)
+        got_strong = await drain_until_pong(strong)
     assert [f["data"]["price"] for f in got_btc] == [p["price"] for p in prices if p["symbol"] == "BTC"]
     assert [f["data"]["price"] for f in got_not_eth] == [p["price"] for p in prices if p["symbol"] != "ETH"]
     expected_signals = [s for s in signals if s["signal_type"] == "S1" and s["confidence"] >= 0.5]
@@ -96,13 +81,13 @@ async def test_unsubscribe_stops_and_disconnect_removes_subscriptions(running: R
     async with other:
         for client in (ws, other):
             await request(client, {"type": "subscribe", "stream": "market_data"})
-        await _publish(running, "market_data", [{"symbol": "BTC", "price": 1}])
-        assert len(await _drain_until_pong(ws)) == 1
+        await publish(running, "market_data", [{"symbol": "BTC", "price": 1}])
+        assert len(await drain_until_pong(ws)) == 1
         reply = await request(ws, {"type": "unsubscribe", "stream": "market_data", "id": 2})
         assert (reply["status"], reply["was_subscribed"], reply["id"]) == ("unsubscribed", True, 2)
-        await _publish(running, "market_data", [{"symbol": "BTC", "price": 2}])
-        assert await _drain_until_pong(ws) == []
-        assert len(await _drain_until_pong(other)) == 2
+        await publish(running, "market_data", [{"symbol": "BTC", "price": 2}])
+        assert await drain_until_pong(ws) == []
+        assert len(await drain_until_pong(other)) == 2
         await ws.close()
         await request(other, {"type": "heartbeat"})
         manager = running.server.subscription_manager
@@ -160,7 +145,7 @@ async def test_subscription_limits(transport: str, settings_factory: Callable[..
 
 
 async def test_latest_value_on_subscribe(running: Running) -> None:
-    await _publish(
+    await publish(
         running,
         "market_data",
         [{"symbol": "BTC", "price": 1}, {"symbol": "ETH", "price": 2}, {"symbol": "BTC", "price": 3}],
@@ -171,7 +156,7 @@ async def test_latest_value_on_subscribe(running: Running) -> None:
             ws, {"type": "subscribe", "stream": "market_data", "params": {"symbols": ["BTC"], "latest": True}}
         )
         assert (reply["status"], reply["latest_sent"], reply["offset"]) == ("subscribed", 1, 3)
-        frames = await _drain_until_pong(ws)
+        frames = await drain_until_pong(ws)
         assert [(f["offset"], f["data"]["price"]) for f in frames] == [(3, 3)]
 
 
@@ -181,10 +166,10 @@ async def test_explicit_recovery_replays_missed_messages_without_gap_or_duplicat
         first = await request(
             ws, {"type": "subscribe", "stream": "signals", "params": {"signal_types": ["S1"]}}
         )
-        await _publish(running, "signals", [{"signal_type": "S1", "n": 1}])
-        seen = await _drain_until_pong(ws)
+        await publish(running, "signals", [{"signal_type": "S1", "n": 1}])
+        seen = await drain_until_pong(ws)
         await request(ws, {"type": "unsubscribe", "stream": "signals"})
-        await _publish(
+        await publish(
             running, "signals", [{"signal_type": t, "n": n} for n, t in enumerate(["S1", "Z1", "S1"], 2)]
         )
         recover = {"offset": seen[-1]["offset"], "epoch": first["epoch"]}
@@ -198,8 +183,8 @@ async def test_explicit_recovery_replays_missed_messages_without_gap_or_duplicat
             },
         )
         assert reply["recovered"] is True
-        await _publish(running, "signals", [{"signal_type": "S1", "n": 5}])
-        frames = await _drain_until_pong(ws)
+        await publish(running, "signals", [{"signal_type": "S1", "n": 5}])
+        frames = await drain_until_pong(ws)
         assert [f["data"]["n"] for f in frames] == [2, 4, 5]
         wrong = await request(
             ws, {"type": "subscribe", "stream": "signals", "recover": {"offset": 1, "epoch": "other-epoch"}}
@@ -216,7 +201,7 @@ async def test_recovery_after_history_eviction_is_reported(
         history._entries = type(history._entries)(maxlen=5)
         ws = await _authed(r)
         async with ws:
-            await _publish(r, "indicators", [{"symbol": "BTC", "v": i} for i in range(20)])
+            await publish(r, "indicators", [{"symbol": "BTC", "v": i} for i in range(20)])
             reply = await request(
                 ws,
                 {
@@ -256,8 +241,8 @@ async def test_bursts_are_coalesced_into_one_write(running: Running) -> None:
         await request(ws, {"type": "subscribe", "stream": "market_data"})
         metrics = running.server.metrics
         flushes, coalesced = metrics.flushes, metrics.coalesced
-        await _publish(running, "market_data", [{"symbol": "BTC", "price": i} for i in range(10)])
-        frames = await _drain_until_pong(ws)
+        await publish(running, "market_data", [{"symbol": "BTC", "price": i} for i in range(10)])
+        frames = await drain_until_pong(ws)
         assert [f["data"]["price"] for f in frames] == list(range(10))
         assert metrics.flushes - flushes == 1
         assert metrics.coalesced - coalesced == 8

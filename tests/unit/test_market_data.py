@@ -15,11 +15,11 @@ from tradewire.engine.market_data import (
     MarketDataPublisher,
     ReplayFeed,
     SyntheticFeed,
-    bars_to_ticks,
     parse_timestamp,
     read_ohlcv_csv,
     read_trades_csv,
 )
+from tradewire.engine.storage.database import bars_to_ticks
 from tradewire.engine.ticks import Tick
 
 SAMPLES = Path(tradewire.engine.__file__).parent / "sample_data"

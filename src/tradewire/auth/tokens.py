@@ -33,9 +33,6 @@ class Principal:
     permissions: frozenset[Permission]
     expires_at: float  # epoch seconds (the token's ``exp``)
 
-    def has(self, permission: Permission) -> bool:
-        return permission in self.permissions
-
 
 class AuthHandler:
     """Verifies and mints JWTs for one configuration."""

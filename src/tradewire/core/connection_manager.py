@@ -70,10 +70,6 @@ class ConnectionManager:
         if conn.principal is not None:
             self._by_user.setdefault(conn.principal.user_id, set()).add(client_id)
 
-    def detach(self, conn: Connection) -> None:
-        """Forget ``conn`` at once (it is being replaced), without waiting for its transport."""
-        self.remove(conn)
-
     def get(self, client_id: str) -> Connection | None:
         return self._connections.get(client_id)
 

@@ -24,7 +24,7 @@ import csv
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,12 +177,6 @@ class ReplayFeed:
 
 
 # ---------------------------------------------------------------------- files
-
-
-def bars_to_ticks(symbol: str, bars: Iterable[Bar]) -> Iterator[Tick]:
-    """One tick per bar, at its close (price = close, volume = the bar's volume)."""
-    for bar in bars:
-        yield Tick(symbol, bar.close, bar.volume, bar.ts)
 
 
 def parse_timestamp(value: str) -> float:

@@ -164,7 +164,7 @@ class ReconnectService:
         session = self.snapshot(live, self._subscriptions.remove_client(client_id))
         self._parked.pop(client_id, None)
         live.reconnect_hash = None  # its token is spent; closing it must not save it again
-        self._connections.detach(live)
+        self._connections.remove(live)  # at once: the new connection takes its id
         live.close(CloseCode.NORMAL, "session resumed by a new connection")
         return session
 

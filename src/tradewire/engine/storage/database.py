@@ -64,6 +64,11 @@ class Bar:
     volume: float
 
 
+def bars_to_ticks(symbol: str, bars: Iterable[Bar]) -> list[Tick]:
+    """One tick per bar, at its close (price = close, volume = the bar's volume)."""
+    return [Tick(symbol, bar.close, bar.volume, bar.ts) for bar in bars]
+
+
 def sqlite_url(data_dir: Path) -> str:
     """The default database: one SQLite file in the data directory."""
     return f"sqlite+aiosqlite:///{(data_dir / 'tradewire.db').resolve()}"
@@ -201,10 +206,7 @@ class Database:
         """A dataset as ticks in time order: one per trade, or one per bar at its close."""
         dataset = await self.dataset(dataset_id)
         if dataset.kind == "ohlcv":
-            return [
-                Tick(dataset.symbol, bar.close, bar.volume, bar.ts)
-                for bar in await self.load_bars(dataset_id)
-            ]
+            return bars_to_ticks(dataset.symbol, await self.load_bars(dataset_id))
         query = select(trades.c.ts, trades.c.price, trades.c.volume, trades.c.bid, trades.c.ask).where(
             trades.c.dataset_id == dataset_id
         )
