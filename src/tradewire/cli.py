@@ -22,7 +22,7 @@ from tradewire.auth.permissions import Level
 from tradewire.auth.tokens import AuthHandler
 from tradewire.auth.users import UserStore
 from tradewire.config import Settings
-from tradewire.engine.market_data import detect_kind, read_ohlcv_csv, read_trades_csv
+from tradewire.engine.datasets import import_file
 from tradewire.engine.storage.database import Database, Dataset
 from tradewire.errors import ConfigError
 from tradewire.logs import configure_logging
@@ -78,7 +78,7 @@ def _cmd_users_add(args: argparse.Namespace) -> int:
 def _cmd_data_import(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     configure_logging(settings.log_format, "warning")
-    dataset = asyncio.run(_import_file(settings, args.file, args.symbol, args.kind))
+    dataset, created = asyncio.run(_import_file(settings, args.file, args.symbol, args.kind))
     sys.stdout.write(
         json.dumps(
             {
@@ -88,6 +88,8 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
                 "rows": dataset.rows,
                 "start_ts": dataset.start_ts,
                 "end_ts": dataset.end_ts,
+                "sha256": dataset.sha256,
+                "created": created,
             }
         )
         + "\n"
@@ -95,16 +97,13 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import_file(settings: Settings, path: Path, symbol: str, kind: str | None) -> Dataset:
+async def _import_file(settings: Settings, path: Path, symbol: str, kind: str | None) -> tuple[Dataset, bool]:
     if not 1 <= len(symbol) <= MAX_SYMBOL:
         raise ValueError(f"symbol must be 1..{MAX_SYMBOL} characters")
-    kind = kind or detect_kind(path)
     db = Database(settings.database)
     await db.start()
     try:
-        if kind == "ohlcv":
-            return await db.import_bars(symbol, str(path), read_ohlcv_csv(path))
-        return await db.import_trades(symbol, str(path), read_trades_csv(path))
+        return await import_file(db, path, symbol, kind)
     finally:
         await db.stop()
 

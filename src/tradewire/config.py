@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     synthetic_seed: int = 7
     replay_dataset: int | None = None  # also replay this stored dataset (see `tradewire data import`)
     replay_speed: float = Field(0.0, ge=0)  # market seconds per wall second; 0 = as fast as possible
+    max_sessions_per_user: int = Field(5, ge=1)  # running backtest/paper/live sessions of one user
+    max_sessions_total: int = Field(50, ge=1)  # running sessions of everyone
 
     # Reconnect (DESIGN §3.5)
     session_ttl: float = Field(3600.0, gt=0)

@@ -1,22 +1,86 @@
-"""What the gateway needs from a trading engine (its ``controller``).
+"""What the gateway needs from a trading engine (its ``controller``): interfaces only.
 
 The embedded reference engine (:class:`tradewire.engine.controller.EmbeddedEngine`) implements
-it; a user plugs in their own engine by implementing the same few members. Market data, signals
-and session events travel over the event bus, not through this interface.
+them; a user plugs in their own engine by implementing the same members. Market data, signals and
+session events travel over the event bus, not through these interfaces. Engines raise the domain
+errors of :mod:`tradewire.errors` (``StrategyNotFound``, ``SessionConflict``, ...); the handlers
+map them to wire error codes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tradewire.bus.event_bus import EventBus
-from tradewire.engine.strategy_manager import StrategyManager
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks: the authenticated user, and whether they may see and stop everyone's objects."""
+
+    user_id: str
+    admin: bool = False
+
+
+class StrategyService(Protocol):
+    """Behind the six strategy messages."""
+
+    def strategies(self) -> list[dict[str, Any]]: ...
+
+    def validate(self, raw: object) -> dict[str, Any]:
+        """``{valid, errors: [{path, message, code}], warnings: [...]}``; never raises."""
+        ...
+
+    async def upsert(self, raw: object, created_by: str | None) -> tuple[str, int]: ...
+
+    async def activate(self, name: str, symbol: str) -> dict[str, Any]: ...
+
+    async def deactivate(self, name: str, symbol: str) -> dict[str, Any]: ...
+
+    def status(self, name: str | None = None, symbol: str | None = None) -> list[dict[str, Any]]: ...
+
+
+class SessionService(Protocol):
+    """Behind ``session_*`` and ``results_request`` (and the REST mirrors)."""
+
+    async def start_session(
+        self,
+        caller: Caller,
+        session_type: str,
+        strategy_config: dict[str, list[str]],
+        config: dict[str, Any],
+        client_key: str | None,
+    ) -> dict[str, Any]:
+        """The new (or, for a repeated ``client_key``, the existing) session record."""
+        ...
+
+    async def stop_session(self, caller: Caller, session_id: str) -> dict[str, Any]: ...
+
+    async def session(self, caller: Caller, session_id: str) -> dict[str, Any]: ...
+
+    async def sessions(self, caller: Caller, limit: int = 100) -> list[dict[str, Any]]: ...
+
+    async def results(self, caller: Caller, session_id: str) -> dict[str, Any]:
+        """The stored results document of a finished session (``SessionNotFound`` if none)."""
+        ...
+
+    async def equity(self, caller: Caller, session_id: str) -> tuple[list[float], list[float]]:
+        """The full equity curve: (times, values)."""
+        ...
+
+    async def datasets(self, symbol: str | None = None) -> list[dict[str, Any]]: ...
 
 
 class Controller(Protocol):
     @property
-    def strategies(self) -> StrategyManager:
+    def strategies(self) -> StrategyService:
         """The strategy manager behind the strategy messages."""
+        ...
+
+    @property
+    def sessions(self) -> SessionService | None:
+        """The job controller behind the session messages (None: not served)."""
         ...
 
     async def start(self, bus: EventBus) -> None:

@@ -4,9 +4,23 @@
 
     TradewireError
     ├── ConfigError            settings that must not start a server (e.g. no secret in production)
-    └── RequestError           a request failed in a way the client is told about (carries ErrorCode)
-        ├── AuthError          token missing, invalid or expired
-        └── PermissionDenied   authenticated, but lacking a permission
+    ├── RequestError           a request failed in a way the client is told about (carries ErrorCode)
+    │   ├── AuthError          token missing, invalid or expired
+    │   └── PermissionDenied   authenticated, but lacking a permission
+    └── EngineError            a domain failure of the trading engine (no wire code: the handlers
+        │                      map each class to an ErrorCode in one table, handlers/engine_errors.py)
+        ├── NotFound                 StrategyNotFound, SessionNotFound, DatasetNotFound
+        ├── StrategyInvalid          a strategy document with errors (``result`` holds all of them)
+        ├── StrategyDisabled         ``enabled: false`` cannot run
+        ├── SessionConflict          the same owner already runs that strategy on that symbol
+        ├── SessionLimitExceeded     too many running sessions (per user or in total)
+        ├── InvalidSessionConfig     ``config`` or ``strategy_config`` of a session is wrong
+        ├── ResultsNotAvailable      the session has no stored results (yet)
+        ├── LiveTradingUnavailable   no exchange adapter is configured
+        └── SessionFailed            a session could not go on (its message is safe to show)
+
+(``IndicatorError`` in :mod:`tradewire.engine.indicators` and ``StrategyValidationError`` in
+:mod:`tradewire.engine.strategy_document` are engine errors too.)
 
 :class:`ErrorHandler` builds every ``{type:"error", ...}`` envelope (DESIGN §3.3). Unexpected
 exceptions never reach the client as text: they are logged with a correlation id and the client
@@ -56,6 +70,82 @@ class PermissionDenied(RequestError):
             ErrorCode.INSUFFICIENT_PERMISSIONS,
             f"permission '{required}' is required",
             {"required": required},
+        )
+
+
+class EngineError(TradewireError):
+    """A domain failure of the engine; ``details`` is safe to show to the client."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class NotFound(EngineError):
+    """The named object does not exist (or is not the caller's: never tell the difference)."""
+
+
+class StrategyNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no strategy named '{name[:128]}'", {"strategy_name": name})
+
+
+class SessionNotFound(NotFound):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session '{session_id[:64]}'", {"session_id": session_id})
+
+
+class DatasetNotFound(NotFound):
+    def __init__(self, dataset_id: int) -> None:
+        super().__init__(f"no dataset {dataset_id}", {"dataset_id": dataset_id})
+
+
+class StrategyInvalid(EngineError):
+    """``details`` is the validation result ``{valid, errors, warnings}``."""
+
+
+class StrategyDisabled(EngineError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"strategy '{name[:128]}' is disabled", {"strategy_name": name})
+
+
+class SessionConflict(EngineError):
+    def __init__(self, existing_id: str, strategy: str, symbol: str) -> None:
+        super().__init__(
+            f"strategy '{strategy[:128]}' already runs on {symbol[:32]} in session {existing_id}",
+            {"session_id": existing_id, "strategy_name": strategy, "symbol": symbol},
+        )
+
+
+class SessionLimitExceeded(EngineError):
+    def __init__(self, scope: str, limit: int) -> None:
+        super().__init__(f"at most {limit} running sessions {scope}", {"scope": scope, "limit": limit})
+
+
+class InvalidSessionConfig(EngineError):
+    """``details.errors`` lists every problem as ``{path, message}``."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("session configuration is invalid", {"errors": errors})
+
+
+class ResultsNotAvailable(EngineError):
+    def __init__(self, session_id: str, status: str) -> None:
+        super().__init__(
+            f"session {session_id[:64]} has no results ({status})",
+            {"session_id": session_id, "status": status},
+        )
+
+
+class SessionFailed(EngineError):
+    """A session ended with an error its owner can act on (e.g. an empty dataset)."""
+
+
+class LiveTradingUnavailable(EngineError):
+    def __init__(self) -> None:
+        super().__init__(
+            "live trading needs a configured exchange adapter; none is configured on this server"
         )
 
 

@@ -33,8 +33,11 @@ from tradewire.core.limits import KeyedRateLimiter
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
+from tradewire.handlers.engine_errors import to_request_error
 from tradewire.handlers.protocol import ProtocolHandler
-from tradewire.handlers.strategy import StrategyHandler
+from tradewire.handlers.results import RESULTS_TYPES, ResultsHandler
+from tradewire.handlers.session import SESSION_TYPES, SessionHandler
+from tradewire.handlers.strategy import STRATEGY_TYPES, StrategyHandler
 from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
@@ -49,25 +52,6 @@ from tradewire.streams.catalog import CATALOG
 from tradewire.streams.subscriptions import SubscriptionManager
 from tradewire.transport.asgi import AsgiEndpoint
 from tradewire.transport.picows_engine import PicowsEngine
-
-# Message types whose component arrives with a later issue; answered with service_unavailable.
-_NOT_YET_SERVED: dict[str, tuple[MessageType, ...]] = {
-    "sessions": (MessageType.SESSION_START, MessageType.SESSION_STOP, MessageType.SESSION_STATUS),
-    "collection": (
-        MessageType.COLLECTION_START,
-        MessageType.COLLECTION_STOP,
-        MessageType.COLLECTION_STATUS,
-    ),
-    "results": (MessageType.RESULTS_REQUEST,),
-}
-_STRATEGY_TYPES = (
-    MessageType.GET_STRATEGIES,
-    MessageType.ACTIVATE_STRATEGY,
-    MessageType.DEACTIVATE_STRATEGY,
-    MessageType.GET_STRATEGY_STATUS,
-    MessageType.VALIDATE_STRATEGY_CONFIG,
-    MessageType.UPSERT_STRATEGY,
-)
 
 
 class WebSocketAPIServer:
@@ -214,44 +198,40 @@ class WebSocketAPIServer:
         self.reconnect.connection_closed(conn, self.subscription_manager.remove_client(conn.client_id))
 
     def _register_message_handlers(self) -> None:
+        """Every handler declares its routes; domain errors of the engine map to error codes."""
         router, protocol = self.message_router, self.protocol_handler
-        router.register(MessageType.AUTH, self.auth_message_handler.handle_auth, requires_auth=False)
-        router.register(MessageType.HANDSHAKE, protocol.handle_handshake, requires_auth=False)
-        router.register(MessageType.HEARTBEAT, protocol.handle_heartbeat, requires_auth=False)
-        router.register(MessageType.COMMAND, protocol.handle_command)
-        router.register(MessageType.QUERY, protocol.handle_query)
-        router.register(MessageType.SUBSCRIBE, self.subscription_handler.handle_subscribe)
-        router.register(MessageType.UNSUBSCRIBE, self.subscription_handler.handle_unsubscribe)
+        router.add_translator(to_request_error)
+        router.include(self.auth_message_handler.routes())
+        router.include(protocol.routes())
+        router.include(self.subscription_handler.routes())
         protocol.register_command("get_status", self._command_get_status)
         protocol.register_command("health_check", self._command_health_check)
         protocol.register_command("get_stats", self._command_get_stats, Permission.ADMIN)
         protocol.register_query("server_info", self._query_server_info)
-        for component, message_types in _NOT_YET_SERVED.items():
-            unavailable = UnavailableHandler(component)
-            for message_type in message_types:
-                router.register(message_type, unavailable.handle)
         self._register_engine()
 
     def _register_engine(self) -> None:
-        """Strategy messages and engine queries go to the controller, when there is one."""
+        """Strategy, session and results messages go to the controller, when it serves them."""
         router = self.message_router
-        if self.controller is None:
-            unavailable = UnavailableHandler("strategy manager")
-            for message_type in _STRATEGY_TYPES:
-                router.register(message_type, unavailable.handle)
-            return
-        strategies = StrategyHandler(self.controller.strategies)
-        write = Permission.MANAGE_STRATEGIES
-        router.register(MessageType.GET_STRATEGIES, strategies.handle_get_strategies)
-        router.register(MessageType.GET_STRATEGY_STATUS, strategies.handle_get_strategy_status)
-        router.register(MessageType.VALIDATE_STRATEGY_CONFIG, strategies.handle_validate_strategy_config)
-        router.register(MessageType.UPSERT_STRATEGY, strategies.handle_upsert_strategy, permission=write)
-        router.register(MessageType.ACTIVATE_STRATEGY, strategies.handle_activate_strategy, permission=write)
-        router.register(
-            MessageType.DEACTIVATE_STRATEGY, strategies.handle_deactivate_strategy, permission=write
+        controller = self.controller
+        if controller is None:
+            router.include(UnavailableHandler("strategy manager").routes(STRATEGY_TYPES))
+        else:
+            router.include(StrategyHandler(controller.strategies).routes())
+            for name, action in controller.queries().items():
+                self.protocol_handler.register_query(name, action)
+        sessions = controller.sessions if controller is not None else None
+        if sessions is None:
+            router.include(UnavailableHandler("sessions").routes((*SESSION_TYPES, *RESULTS_TYPES)))
+        else:
+            router.include(SessionHandler(sessions).routes())
+            router.include(ResultsHandler(sessions).routes())
+        collection = (
+            MessageType.COLLECTION_START,
+            MessageType.COLLECTION_STOP,
+            MessageType.COLLECTION_STATUS,
         )
-        for name, action in self.controller.queries().items():
-            self.protocol_handler.register_query(name, action)
+        router.include(UnavailableHandler("collection").routes(collection))
 
     # ------------------------------------------------------------------ public API (seed)
     async def start(self) -> None:

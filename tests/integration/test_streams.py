@@ -50,13 +50,14 @@ async def test_filters_deliver_exactly_the_matching_messages_in_offset_order(run
             {
                 "type": "subscribe",
                 "stream": "signals",
-                "params": {"min_confidence": 0.5, "signal_types": ["S1"]},
+                "params": {"strategy_name": "pump", "signal_types": ["S1"]},
             },
         )
         symbols = ["BTC", "ETH", "SOL"]
         prices = [{"symbol": symbols[i % 3], "price": 100 + i} for i in range(90)]
         signals = [
-            {"symbol": "BTC", "signal_type": ("S1", "Z1")[i % 2], "confidence": i / 40} for i in range(40)
+            {"symbol": "BTC", "signal_type": ("S1", "Z1")[i % 2], "strategy_name": ("pump", "rsi")[i // 20]}
+            for i in range(40)
         ]
         await publish(running, "market_data", prices)
         await publish(running, "signals", signals)
@@ -65,7 +66,7 @@ async def test_filters_deliver_exactly_the_matching_messages_in_offset_order(run
         got_strong = await drain_until_pong(strong)
     assert [f["data"]["price"] for f in got_btc] == [p["price"] for p in prices if p["symbol"] == "BTC"]
     assert [f["data"]["price"] for f in got_not_eth] == [p["price"] for p in prices if p["symbol"] != "ETH"]
-    expected_signals = [s for s in signals if s["signal_type"] == "S1" and s["confidence"] >= 0.5]
+    expected_signals = [s for s in signals if s["signal_type"] == "S1" and s["strategy_name"] == "pump"]
     assert [f["data"] for f in got_strong] == expected_signals
     for frames in (got_btc, got_not_eth, got_strong):
         offsets = [f["offset"] for f in frames]
@@ -123,8 +124,12 @@ async def test_filter_validation(running: Running) -> None:
         )
         assert err["error_code"] == "validation_error"
         assert err["details"]["path"] == "$.params"
-        err = await request(ws, {"type": "subscribe", "stream": "signals", "params": {"min_confidence": 3}})
-        assert err["details"]["path"] == "$.params.min_confidence"
+        err = await request(ws, {"type": "subscribe", "stream": "signals", "params": {"signal_types": "S1"}})
+        assert err["details"]["path"] == "$.params.signal_types"
+        dropped = await request(
+            ws, {"type": "subscribe", "stream": "signals", "params": {"min_confidence": 0.5}}
+        )
+        assert dropped["error_code"] == "validation_error"  # signals carry no confidence: no such filter
 
 
 async def test_subscription_limits(transport: str, settings_factory: Callable[..., Any]) -> None:

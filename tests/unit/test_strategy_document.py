@@ -15,6 +15,7 @@ from tradewire.engine.strategy_document import (
     Condition,
     Direction,
     ExitAction,
+    IndicatorRef,
     Issue,
     IssueCode,
     PositionSizeType,
@@ -270,7 +271,7 @@ BROKEN: list[tuple[str, object, str, IssueCode]] = [
     ("z1_entry.positionSize.value", 100.5, "z1_entry.positionSize.value", IssueCode.OUT_OF_RANGE),
     ("o1_cancel.timeoutSeconds", DELETE, "o1_cancel.timeoutSeconds", IssueCode.REQUIRED),
     ("o1_cancel.timeoutSeconds", 0, "o1_cancel.timeoutSeconds", IssueCode.OUT_OF_RANGE),
-    ("o1_cancel.timeoutSeconds", 86401, "o1_cancel.timeoutSeconds", IssueCode.OUT_OF_RANGE),
+    ("o1_cancel.timeoutSeconds", 366 * 86400 + 1, "o1_cancel.timeoutSeconds", IssueCode.OUT_OF_RANGE),
     ("o1_cancel.conditions[0].value", [], "o1_cancel.conditions[0].value", IssueCode.WRONG_TYPE),
     ("emergency_exit.cooldownMinutes", -1, "emergency_exit.cooldownMinutes", IssueCode.OUT_OF_RANGE),
     ("emergency_exit.cooldownMinutes", 1441, "emergency_exit.cooldownMinutes", IssueCode.OUT_OF_RANGE),
@@ -624,6 +625,62 @@ def test_compare_rejects_unknown_operators(operator: str) -> None:
     assert len(str(caught.value)) < 80
 
 
-def test_operators_are_the_six_of_the_seed_format() -> None:
-    """OPERATORS lists exactly > < >= <= == !=."""
-    assert set(OPERATORS) == {">", "<", ">=", "<=", "==", "!="}
+def test_operators_are_the_six_of_the_seed_format_and_the_two_crosses() -> None:
+    """OPERATORS lists exactly > < >= <= == != and crosses_above / crosses_below."""
+    assert set(OPERATORS) == {">", "<", ">=", "<=", "==", "!=", "crosses_above", "crosses_below"}
+    assert compare("crosses_above")(2.0, 1.0) and compare("crosses_below")(1.0, 2.0)
+
+
+def test_a_threshold_may_be_another_indicator_and_round_trips() -> None:
+    """`value` may be {indicatorId, params}: sma(10) crosses_above sma(30)."""
+    doc = _long()
+    doc["s1_signal"]["conditions"][0] = {
+        "id": "cross",
+        "indicatorId": "rsi_14",
+        "operator": "crosses_above",
+        "value": {"indicatorId": "price_velocity", "params": {"window": 30}},
+    }
+    strategy = parse_strategy(doc, KNOWN)
+    condition = strategy.signal.conditions[0]
+    assert condition.value == IndicatorRef("price_velocity", {"window": 30})
+    assert to_document(strategy)["s1_signal"]["conditions"][0]["value"] == {
+        "indicatorId": "price_velocity",
+        "params": {"window": 30},
+    }
+
+
+def test_threshold_references_are_validated_like_conditions() -> None:
+    """An unknown indicator or a bad param in a threshold reference is an error at its path."""
+    doc = _long()
+    doc["s1_signal"]["conditions"][0]["value"] = {"indicatorId": "nope", "params": {"x": [1]}, "extra": 1}
+    result = validate_strategy(doc, KNOWN)
+    assert [(e.path, e.code) for e in result.errors] == [
+        ("s1_signal.conditions[0].value.indicatorId", IssueCode.UNKNOWN_INDICATOR),
+        ("s1_signal.conditions[0].value.params.x", IssueCode.WRONG_TYPE),
+    ]
+    assert [w.path for w in result.warnings] == ["s1_signal.conditions[0].value.extra"]
+
+
+def test_params_are_checked_by_the_given_schema_in_the_same_walk() -> None:
+    """check_params reports indicator parameter problems together with every other error."""
+
+    def check(name: str, params: dict[str, Any]) -> tuple[str, str] | None:
+        return ("window", "must be positive") if params.get("window", 1) <= 0 else None
+
+    doc = _long()
+    doc["direction"] = "UP"
+    doc["s1_signal"]["conditions"][2]["params"] = {"window": -1}
+    result = validate_strategy(doc, KNOWN, check)
+    assert [(e.path, e.code) for e in result.errors] == [
+        ("direction", IssueCode.INVALID_CHOICE),
+        ("s1_signal.conditions[2].params.window", IssueCode.INVALID_PARAMS),
+    ]
+
+
+def test_signals_may_wait_a_year_for_entry() -> None:
+    """timeoutSeconds reaches 366 days (daily and monthly bars), not one day."""
+    doc = _long()
+    doc["o1_cancel"]["timeoutSeconds"] = 366 * 86400
+    assert validate_strategy(doc, KNOWN).valid
+    doc["o1_cancel"]["timeoutSeconds"] = 366 * 86400 + 1
+    assert not validate_strategy(doc, KNOWN).valid

@@ -14,8 +14,7 @@ from tradewire.engine.indicators import IndicatorBank, indicator_key
 from tradewire.engine.storage.database import Database, sqlite_url
 from tradewire.engine.strategy_manager import StrategyManager
 from tradewire.engine.ticks import Tick
-from tradewire.errors import RequestError
-from tradewire.protocol.codes import ErrorCode
+from tradewire.errors import StrategyInvalid, StrategyNotFound
 
 
 @pytest.fixture
@@ -34,10 +33,8 @@ async def test_upsert_versions_and_rejects_invalid_documents(db: Database) -> No
     manager = _manager(db)
     assert await manager.upsert(RSI_MEAN_REVERSION, "alice") == ("rsi_mean_reversion", 1)
     assert await manager.upsert(RSI_MEAN_REVERSION, "bob") == ("rsi_mean_reversion", 2)
-    with pytest.raises(RequestError) as exc:
+    with pytest.raises(StrategyInvalid) as exc:
         await manager.upsert({**RSI_MEAN_REVERSION, "direction": "SIDEWAYS"}, "eve")
-    assert exc.value.code is ErrorCode.VALIDATION_ERROR
-    assert exc.value.details is not None
     assert [e["path"] for e in exc.value.details["errors"]] == ["direction"]
     assert [s.version for s in await db.strategy_history("rsi_mean_reversion")] == [1, 2]
 
@@ -71,9 +68,9 @@ async def test_deactivate_releases_shared_indicators(db: Database) -> None:
     assert bank.values("BTC-USD") == {}
     again = await manager.deactivate("rsi_mean_reversion", "BTC-USD")  # idempotent
     assert again["state"] == "inactive"
-    with pytest.raises(RequestError) as missing:
+    with pytest.raises(StrategyNotFound) as missing:
         await manager.activate("nope", "BTC-USD")
-    assert missing.value.code is ErrorCode.STRATEGY_NOT_FOUND
+    assert missing.value.details == {"strategy_name": "nope"}
 
 
 async def test_indicator_params_are_validated_with_paths(db: Database) -> None:
@@ -88,9 +85,35 @@ async def test_indicator_params_are_validated_with_paths(db: Database) -> None:
     result = manager.validate(bad)
     assert result["valid"] is False
     assert [e["path"] for e in result["errors"]] == ["s1_signal.conditions[0].params.perod"]
-    with pytest.raises(RequestError):
+    assert result["errors"][0]["code"] == "invalid_params"
+    with pytest.raises(StrategyInvalid):
         await manager.upsert(bad, "eve")
     assert await db.latest_strategies() == []
+
+
+async def test_a_bad_direction_does_not_hide_a_misspelled_parameter(db: Database) -> None:
+    """Validation reports every error at once, indicator parameters included."""
+    manager = _manager(db)
+    bad: dict[str, Any] = {**RSI_MEAN_REVERSION, "direction": "UP"}
+    bad["s1_signal"] = {
+        "conditions": [
+            {"id": "x", "indicatorId": "rsi", "operator": "<", "value": 30, "params": {"perod": 14}}
+        ]
+    }
+    paths = [e["path"] for e in manager.validate(bad)["errors"]]
+    assert paths == ["direction", "s1_signal.conditions[0].params.perod"]
+
+
+async def test_ticks_older_than_the_last_one_are_dropped_and_counted(db: Database) -> None:
+    bank = IndicatorBank()
+    manager = _manager(db, bank)
+    await manager.upsert(RSI_MEAN_REVERSION, None)
+    await manager.activate("rsi_mean_reversion", "BTC-USD")
+    manager.on_tick(Tick("BTC-USD", 100.0, 1.0, 10.0))
+    manager.on_tick(Tick("BTC-USD", 101.0, 1.0, 10.0))  # same time: fine
+    manager.on_tick(Tick("BTC-USD", 99.0, 1.0, 9.0))  # older: dropped
+    assert (manager.ticks, manager.out_of_order_ticks) == (2, 1)
+    assert manager.health()["out_of_order_ticks"] == 1
 
 
 async def test_concurrent_activate_and_deactivate_end_consistent(db: Database) -> None:

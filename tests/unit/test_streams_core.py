@@ -122,12 +122,14 @@ def test_index_visits_only_matching_symbols() -> None:
 
 
 def test_filter_checks() -> None:
-    flt = parse_filter({"exclude_symbols": ["ETH"], "signal_types": ["S1"], "min_confidence": 0.5})
-    assert flt.matches({"symbol": "BTC", "signal_type": "S1", "confidence": 0.7})
-    assert not flt.matches({"symbol": "ETH", "signal_type": "S1", "confidence": 0.7})
-    assert not flt.matches({"symbol": "BTC", "signal_type": "Z1", "confidence": 0.7})
-    assert not flt.matches({"symbol": "BTC", "signal_type": "S1", "confidence": 0.2})
+    flt = parse_filter({"exclude_symbols": ["ETH"], "signal_types": ["S1"], "strategy_name": "pump"})
+    assert flt.matches({"symbol": "BTC", "signal_type": "S1", "strategy_name": "pump"})
+    assert not flt.matches({"symbol": "ETH", "signal_type": "S1", "strategy_name": "pump"})
+    assert not flt.matches({"symbol": "BTC", "signal_type": "Z1", "strategy_name": "pump"})
+    assert not flt.matches({"symbol": "BTC", "signal_type": "S1", "strategy_name": "rsi"})
     assert not flt.matches({"symbol": "BTC", "signal_type": "S1"})
+    with pytest.raises(RequestError):
+        parse_filter({"min_confidence": 0.5})  # dropped: signals carry no confidence
     with pytest.raises(RequestError) as exc:
         parse_filter({"symbols": "BTC"})
     assert exc.value.details is not None
@@ -149,3 +151,13 @@ def test_memory_outbound_counts_writes() -> None:
     conn.flush()
     assert out.writes == 1
     assert metrics.coalesced == 1
+
+
+def test_owner_scoped_filter_passes_only_the_owner_and_ownerless_messages() -> None:
+    """A non-admin's filter on a session stream lets through its own and owner-less messages."""
+    flt = parse_filter({}, owner="alice")
+    assert flt.checks
+    assert flt.matches({"session_id": "s_1", "owner": "alice"})
+    assert flt.matches({"signal_type": "S1"})  # a live signal has no owner
+    assert not flt.matches({"session_id": "s_2", "owner": "bob"})
+    assert parse_filter({}).matches({"owner": "bob"})  # admins (no owner) see everything

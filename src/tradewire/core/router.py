@@ -16,7 +16,7 @@ import asyncio
 import inspect
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +34,24 @@ from tradewire.protocol.messages import MESSAGE_CLASSES, Message, MessageType, n
 
 Reply = dict[str, Any] | None
 Handler = Callable[[Connection, Any], Reply | Awaitable[Reply]]
+Translator = Callable[[Exception], RequestError | None]
 
 _KNOWN_TYPES = frozenset(t.value for t in MessageType)
 _dumps = orjson.dumps
 _MISSING_FIELD = re.compile(r"Object missing required field `([^`]+)`")
 LATENCY_SAMPLE_MASK = 63  # time sync handlers for one message in 64 (async ones: always)
 _MAX_ID_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One served message type, declared next to its handler (each ``handlers/*`` module exposes
+    its table, so the server includes tables instead of registering types one by one)."""
+
+    message_type: MessageType
+    handler: Handler
+    requires_auth: bool = True
+    permission: Permission | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,7 @@ class MessageRouter:
         self._iso_now = clock.iso_now
         self._unserved = Route(_unserved, False, None, False)
         self._routes: dict[type[Message], Route] = {}
+        self._translators: list[Translator] = []
         self._log = structlog.get_logger("tradewire.router")
 
     def register(
@@ -78,6 +91,18 @@ class MessageRouter:
         """Route ``message_type`` to ``handler`` (sync or async) with its access rules."""
         is_async = inspect.iscoroutinefunction(handler)
         self._routes[MESSAGE_CLASSES[message_type]] = Route(handler, requires_auth, permission, is_async)
+
+    def include(self, specs: Iterable[RouteSpec]) -> None:
+        """Register every route of a handler's table."""
+        for spec in specs:
+            self.register(
+                spec.message_type, spec.handler, requires_auth=spec.requires_auth, permission=spec.permission
+            )
+
+    def add_translator(self, translate: Translator) -> None:
+        """Map exceptions of a lower layer (e.g. engine domain errors) to client errors; a
+        translator returns None for exceptions it does not know (they become internal_error)."""
+        self._translators.append(translate)
 
     def registered(self) -> list[str]:
         return sorted(cls.__struct_config__.tag for cls in self._routes)  # type: ignore[misc]
@@ -135,7 +160,14 @@ class MessageRouter:
         return reply
 
     def _failure_reply(self, exc: Exception, conn: Connection, message: Message) -> dict[str, Any]:
-        """The envelope for a handler exception: its RequestError, or internal_error."""
+        """The envelope for a handler exception: its RequestError, a translated domain error, or
+        internal_error."""
+        if not isinstance(exc, RequestError):
+            for translate in self._translators:
+                mapped = translate(exc)
+                if mapped is not None:
+                    exc = mapped
+                    break
         if isinstance(exc, RequestError):
             self._metrics.errors[exc.code.value] += 1
             return self._errors.from_request_error(exc, None)

@@ -1,8 +1,9 @@
 """The embedded reference engine as the server's ``controller``.
 
-Owns the database, the indicator bank, the strategy manager and the market-data tasks. It talks
-to the gateway only through the event bus (prices in, signals and state changes out) and through
-the strategy manager's methods, which the strategy handlers call.
+Owns the database, the indicator bank, the strategy manager, the execution controller (sessions)
+and the market-data tasks. It talks to the gateway only through the event bus (prices in;
+signals, state changes and session events out) and through the strategy manager's and the
+execution controller's methods, which the handlers call.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any, TypeGuard
 
 import structlog
 
+from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus
 from tradewire.config import Settings
 from tradewire.engine.indicators import IndicatorBank, describe_indicators
 from tradewire.engine.market_data import MarketDataPublisher, MarketDataSource, ReplayFeed, SyntheticFeed
+from tradewire.engine.sessions.controller import ExecutionController
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_manager import StrategyManager
 from tradewire.engine.ticks import Tick
@@ -41,6 +44,14 @@ class EmbeddedEngine:
         self.bank = IndicatorBank()
         self._bus: EventBus | None = None
         self.strategies = StrategyManager(self.database, self.bank, self._publish)
+        self.sessions = ExecutionController(
+            self.database,
+            self.strategies,
+            self._publish,
+            max_per_user=settings.max_sessions_per_user,
+            max_total=settings.max_sessions_total,
+            live_symbols=lambda: settings.synthetic_symbols,
+        )
         self._started = False
         self._books: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask)
         self.rejected_ticks = 0  # bus price events ignored as malformed
@@ -56,12 +67,13 @@ class EmbeddedEngine:
         await self.database.start()
         try:
             await self.strategies.load(settings.synthetic_symbols or None)
+            await self.sessions.start()
             sources = await self._sources()
         except BaseException:
             await self.database.stop()
             raise
         self._started = True
-        bus.subscribe("market.*", self._on_market, name=ENGINE_SUBSCRIBER)
+        bus.subscribe(topics.MARKET_ALL, self._on_market, name=ENGINE_SUBSCRIBER)
         loop = asyncio.get_running_loop()
         for source in sources:
             self._tasks.append(loop.create_task(source.run(MarketDataPublisher(bus, source.name))))
@@ -96,6 +108,7 @@ class EmbeddedEngine:
         self._tasks.clear()
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
+        await self.sessions.stop()
         self.strategies.stop_all()
         self._started = False
         await self.database.stop()
@@ -104,24 +117,31 @@ class EmbeddedEngine:
         symbol = payload.get("symbol")
         if not isinstance(symbol, str):
             return
-        if topic == "market.orderbook_update":
+        if topic == topics.MARKET_ORDERBOOK_UPDATE:
             bid, ask = payload.get("bid"), payload.get("ask")
             if _finite(bid) and _finite(ask) and 0 < bid <= ask:
                 self._books[symbol] = (float(bid), float(ask))
             return
-        if topic != "market.price_update" or not self._started:
+        if topic != topics.MARKET_PRICE_UPDATE or not self._started:
             return
         price, volume, ts = payload.get("price"), payload.get("volume", 0.0), payload.get("timestamp")
         if not (_finite(price) and price > 0 and _finite(ts) and _finite(volume) and volume >= 0):
             self.rejected_ticks += 1  # NaN/inf/negative would poison the symbol's indicators for good
             return
         bid, ask = self._books.get(symbol, (None, None))
-        self.strategies.on_tick(Tick(symbol, float(price), float(volume), float(ts), bid, ask))
+        tick = Tick(symbol, float(price), float(volume), float(ts), bid, ask)
+        self.strategies.on_tick(tick)
+        self.sessions.on_tick(tick)
 
     def health(self) -> dict[str, Any]:
         failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception() is not None]
         ready = self._started and not failed
-        return {"ready": ready, "rejected_ticks": self.rejected_ticks, **self.strategies.health()}
+        return {
+            "ready": ready,
+            "rejected_ticks": self.rejected_ticks,
+            **self.strategies.health(),
+            **self.sessions.health(),
+        }
 
     def queries(self) -> dict[str, Any]:
         return {"indicators": self._query_indicators, "datasets": self._query_datasets}
@@ -131,15 +151,4 @@ class EmbeddedEngine:
 
     async def _query_datasets(self, conn: object, params: dict[str, Any]) -> list[dict[str, Any]]:
         symbol = params.get("symbol")
-        rows = await self.database.datasets(symbol if isinstance(symbol, str) else None)
-        return [
-            {
-                "id": d.id,
-                "symbol": d.symbol,
-                "kind": d.kind,
-                "rows": d.rows,
-                "start_ts": d.start_ts,
-                "end_ts": d.end_ts,
-            }
-            for d in rows
-        ]
+        return await self.sessions.datasets(symbol if isinstance(symbol, str) else None)

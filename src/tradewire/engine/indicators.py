@@ -82,6 +82,7 @@ __all__ = [
     "VolumeSurgeParams",
     "VolumeSurgeRatio",
     "WindowParams",
+    "check_params",
     "create_indicator",
     "describe_indicators",
     "indicator_key",
@@ -722,6 +723,16 @@ def indicator_key(name: str, params: dict[str, Any] | None = None) -> IndicatorK
     """
     spec, parsed = _parse(name, params)
     return _key(spec.name, parsed)
+
+
+def check_params(name: str, params: dict[str, Any]) -> tuple[str, str] | None:
+    """The first problem of ``params`` for indicator ``name`` as ``(path below params, message)``,
+    or None (the strategy validator's ``check_params``)."""
+    try:
+        indicator_key(name, params)
+    except IndicatorError as exc:
+        return exc.path.removeprefix("params").lstrip("."), exc.message
+    return None
 
 
 def create_indicator(name: str, params: dict[str, Any] | None = None) -> Indicator:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus
 from tradewire.engine.storage.database import Bar
 from tradewire.engine.ticks import Tick
@@ -58,7 +59,7 @@ class MarketDataPublisher:
         previous = self._last.get(tick.symbol, tick.price)
         self._last[tick.symbol] = tick.price
         self._bus.publish(
-            "market.price_update",
+            topics.MARKET_PRICE_UPDATE,
             {
                 "symbol": tick.symbol,
                 "price": tick.price,
@@ -70,7 +71,7 @@ class MarketDataPublisher:
         )
         if tick.bid is not None and tick.ask is not None:
             self._bus.publish(
-                "market.orderbook_update",
+                topics.MARKET_ORDERBOOK_UPDATE,
                 {
                     "symbol": tick.symbol,
                     "bid": tick.bid,

@@ -32,12 +32,15 @@ The document::
                    "takeProfit": {"offsetPercent": 0 < x ≤ 1000}, optional
                    "leverage": 1 ≤ x ≤ 10},                       optional
       "ze1_close": {"conditions": [C, ...]},
-      "o1_cancel": {"conditions": [C, ...], "timeoutSeconds": 1 ≤ x ≤ 86400},
+      "o1_cancel": {"conditions": [C, ...], "timeoutSeconds": 1 ≤ x ≤ 31622400 (366 days)},
       "emergency_exit": {"conditions": [C, ...], "cooldownMinutes": 0 ≤ x ≤ 1440,
                          "actions": ["close_position" | "cancel_orders" | "pause_strategy" | "notify"]}
     }
-    C = {"id": "c1", "indicatorId": "rsi_14", "operator": "> < >= <= == !=", "value": 70,
-         "params": {"window": 14}}   ids unique per section; params optional, scalar values only
+    C = {"id": "c1", "indicatorId": "rsi", "operator": OP, "value": 70 | REF, "params": {"period": 14}}
+        ids unique per section; params optional, scalar values only (checked against the
+        indicator's schema when the caller passes one, see ``validate_strategy``)
+    OP = > < >= <= == != crosses_above crosses_below
+    REF = {"indicatorId": "sma", "params": {"period": 30}}   another indicator as the threshold
 
 Every list and object has a size cap, so even a hostile document yields a bounded number of
 issues, and an over-long string is rejected on its length before its characters are read.
@@ -55,6 +58,7 @@ from operator import eq, ge, gt, le, lt, ne
 from typing import Any, Final
 
 __all__ = [
+    "CROSS_OPERATORS",
     "OPERATORS",
     "CancelRules",
     "Condition",
@@ -62,9 +66,11 @@ __all__ = [
     "EmergencyExit",
     "EntryRules",
     "ExitAction",
+    "IndicatorRef",
     "Issue",
     "IssueCode",
     "ParamValue",
+    "ParamsCheck",
     "PositionSize",
     "PositionSizeType",
     "Section",
@@ -103,6 +109,7 @@ class IssueCode(StrEnum):
     INVALID_CHOICE = "invalid_choice"  # not one of a closed set (direction, operator, type, action)
     UNKNOWN_INDICATOR = "unknown_indicator"  # indicatorId not among the known indicators
     DUPLICATE = "duplicate"  # repeated condition id (per section), symbol or action
+    INVALID_PARAMS = "invalid_params"  # params the indicator's schema rejects (unknown name, bad value)
     # Warnings: the document is accepted; a client should show them.
     UNKNOWN_KEY = "unknown_key"  # a field this format does not define; ignored and dropped
     HIGH_LEVERAGE = "high_leverage"  # leverage above 3
@@ -142,14 +149,24 @@ _COMPARATORS: Final[dict[str, Callable[[float, float], bool]]] = {
     "==": eq,
     "!=": ne,
 }
-OPERATORS: Final = tuple(_COMPARATORS)
+CROSS_OPERATORS: Final = ("crosses_above", "crosses_below")
+"""``a crosses_above b``: ``a`` was below ``b`` on the previous tick and is above it now (strictly,
+as ``backtesting.lib.crossover``); ``crosses_below`` mirrors it."""
+OPERATORS: Final = (*_COMPARATORS, *CROSS_OPERATORS)
+
+ParamsCheck = Callable[[str, dict[str, Any]], tuple[str, str] | None]
+"""``check(indicator, params)`` → ``(path below params, message)`` of the first problem, or None."""
 
 
 def compare(operator: str) -> Callable[[float, float], bool]:
     """The function for ``indicator_value <operator> threshold``; ``ValueError`` if unknown.
 
-    ``==`` and ``!=`` compare floats exactly, as the seed system did.
+    ``==`` and ``!=`` compare floats exactly, as the seed system did. For the cross operators it is
+    the comparison that must hold *now* (``>`` for ``crosses_above``); the state machine checks
+    the previous tick itself.
     """
+    if operator in CROSS_OPERATORS:
+        return gt if operator == "crosses_above" else lt
     try:
         return _COMPARATORS[operator]
     except KeyError:
@@ -209,14 +226,23 @@ class StrategyValidationError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class IndicatorRef:
+    """Another indicator used as a condition's threshold, e.g. the ``sma(30)`` of ``sma(10) > sma(30)``."""
+
+    indicator: str
+    params: dict[str, ParamValue]
+
+
+@dataclass(frozen=True, slots=True)
 class Condition:
-    """``indicator`` (computed with ``params``) ``operator`` ``value``, e.g. rsi_14 > 70."""
+    """``indicator`` (computed with ``params``) ``operator`` ``value``, e.g. rsi > 70, or
+    sma(10) crosses_above sma(30) when ``value`` is an :class:`IndicatorRef`."""
 
     id: str
     indicator: str
     params: dict[str, ParamValue]  # a copy of the document's; not hashable because of it
     operator: str  # one of OPERATORS; evaluate with compare(operator)
-    value: float
+    value: float | IndicatorRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,14 +307,23 @@ class StrategyDocument:
 # --- public functions ----------------------------------------------------------------------------
 
 
-def validate_strategy(doc: object, known_indicators: Collection[str]) -> ValidationResult:
-    """Every error and warning of ``doc``; never raises on any value of ``doc``."""
-    return _Walker(known_indicators).run(doc)[0]
+def validate_strategy(
+    doc: object, known_indicators: Collection[str], check_params: ParamsCheck | None = None
+) -> ValidationResult:
+    """Every error and warning of ``doc``; never raises on any value of ``doc``.
+
+    ``check_params`` (the engine passes its indicator registry's) checks each condition's
+    ``params`` in the same walk, so a misspelt parameter is reported together with every other
+    error instead of after they are fixed.
+    """
+    return _Walker(known_indicators, check_params).run(doc)[0]
 
 
-def parse_strategy(doc: object, known_indicators: Collection[str]) -> StrategyDocument:
+def parse_strategy(
+    doc: object, known_indicators: Collection[str], check_params: ParamsCheck | None = None
+) -> StrategyDocument:
     """The typed strategy; raises :class:`StrategyValidationError` if ``doc`` has any error."""
-    result, strategy = _Walker(known_indicators).run(doc)
+    result, strategy = _Walker(known_indicators, check_params).run(doc)
     if strategy is None:
         raise StrategyValidationError(result)
     return strategy
@@ -336,7 +371,11 @@ def _conditions_document(conditions: tuple[Condition, ...]) -> list[dict[str, An
             "id": c.id,
             "indicatorId": c.indicator,
             "operator": c.operator,
-            "value": c.value,
+            "value": (
+                {"indicatorId": c.value.indicator, "params": dict(c.value.params)}
+                if isinstance(c.value, IndicatorRef)
+                else c.value
+            ),
             "params": dict(c.params),
         }
         for c in conditions
@@ -407,7 +446,7 @@ _STOP_LOSS: Final = _Range(0, 100, low_open=True)
 _TAKE_PROFIT: Final = _Range(0, 1000, low_open=True)
 _FIXED_SIZE: Final = _Range(0, low_open=True)
 _PERCENT_SIZE: Final = _Range(0, 100, low_open=True)
-_TIMEOUT: Final = _Range(1, 86400)
+_TIMEOUT: Final = _Range(1, 366 * 86400)  # daily and monthly bars need signals that live for days
 _COOLDOWN: Final = _Range(0, 1440)
 
 _DIRECTIONS: Final = tuple(d.value for d in Direction)
@@ -423,6 +462,7 @@ _ENTRY_KEYS: Final = frozenset({"conditions", "positionSize", "stopLoss", "takeP
 _CANCEL_KEYS: Final = frozenset({"conditions", "timeoutSeconds"})
 _EMERGENCY_KEYS: Final = frozenset({"conditions", "cooldownMinutes", "actions"})
 _CONDITION_KEYS: Final = frozenset({"id", "indicatorId", "operator", "value", "params"})
+_REF_KEYS: Final = frozenset({"indicatorId", "params"})
 _SIZE_KEYS: Final = frozenset({"type", "value"})
 _OFFSET_KEYS: Final = frozenset({"offsetPercent"})
 
@@ -500,10 +540,11 @@ class _Walker:
     reported) and its path, reports what is wrong with it and returns the typed value or ``None``.
     """
 
-    def __init__(self, known_indicators: Collection[str]) -> None:
+    def __init__(self, known_indicators: Collection[str], check_params: ParamsCheck | None = None) -> None:
         if isinstance(known_indicators, str):
             raise TypeError("known_indicators must be a collection of names, not one string")
         self._known = known_indicators  # indicatorId values that exist
+        self._check_params = check_params
         self._errors: list[Issue] = []  # in document order
         self._warnings: list[Issue] = []
 
@@ -655,11 +696,39 @@ class _Walker:
         cid = self._condition_id(self._value(obj, "id", path), _join(path, "id"), index, first_index)
         indicator = self._indicator(self._value(obj, "indicatorId", path), _join(path, "indicatorId"))
         operator = self._choice(self._value(obj, "operator", path), _join(path, "operator"), OPERATORS)
-        threshold = self._number(self._value(obj, "value", path), _join(path, "value"), _ANY_NUMBER)
-        params = self._params(self._value(obj, "params", path, default={}), _join(path, "params"))
+        threshold = self._threshold(self._value(obj, "value", path), _join(path, "value"))
+        params = self._indicator_params(indicator, self._value(obj, "params", path, default={}), path)
         if cid is None or indicator is None or operator is None or threshold is None or params is None:
             return None
         return Condition(cid, indicator, params, operator, threshold)
+
+    def _threshold(self, value: object, path: str) -> float | IndicatorRef | None:
+        """A number, or ``{"indicatorId", "params"}`` naming the indicator to compare with."""
+        if not isinstance(value, dict):
+            return self._number(value, path, _ANY_NUMBER)
+        obj = self._object(value, path, _REF_KEYS)
+        if obj is None:
+            return None
+        indicator = self._indicator(self._value(obj, "indicatorId", path), _join(path, "indicatorId"))
+        params = self._indicator_params(indicator, self._value(obj, "params", path, default={}), path)
+        if indicator is None or params is None:
+            return None
+        return IndicatorRef(indicator, params)
+
+    def _indicator_params(
+        self, indicator: str | None, value: object, prefix: str
+    ) -> dict[str, ParamValue] | None:
+        """``params`` at ``prefix.params``: scalar values, then the indicator's own schema."""
+        path = _join(prefix, "params")
+        params = self._params(value, path)
+        if params is None or indicator is None or self._check_params is None:
+            return params
+        problem = self._check_params(indicator, params)
+        if problem is None:
+            return params
+        where, message = problem
+        self._error(_join(path, where) if where else path, IssueCode.INVALID_PARAMS, message)
+        return None
 
     def _condition_id(self, value: object, path: str, index: int, first_index: dict[str, int]) -> str | None:
         cid = self._text(value, path, _ID)

@@ -19,25 +19,26 @@ from typing import Any
 
 import structlog
 
+from tradewire.bus import topics
+from tradewire.engine.broker import SimulatedBroker
+from tradewire.engine.compiler import compile_strategy
 from tradewire.engine.examples import EXAMPLES
-from tradewire.engine.indicators import INDICATORS, IndicatorBank, IndicatorError, IndicatorKey, indicator_key
-from tradewire.engine.state_machine import CompiledStrategy, Emit, Rule, StrategyStateMachine
+from tradewire.engine.indicators import INDICATORS, IndicatorBank, IndicatorError, IndicatorKey, check_params
+from tradewire.engine.state_machine import Emit, State, StrategyStateMachine
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_document import (
-    Condition,
     StrategyDocument,
     StrategyValidationError,
-    compare,
     parse_strategy,
     to_document,
     validate_strategy,
 )
 from tradewire.engine.ticks import Tick
-from tradewire.errors import RequestError
-from tradewire.protocol.codes import ErrorCode
+from tradewire.errors import StrategyDisabled, StrategyInvalid, StrategyNotFound
 
 _log = structlog.get_logger("tradewire.strategies")
 INDICATOR_PUBLISH_INTERVAL = 1.0  # wall seconds between indicator batches per symbol (bounds replays)
+SIGNAL_ACCOUNT = 10_000.0  # notional account of a live pair's broker: sizes only shape pnl_pct
 
 
 @dataclass(slots=True)
@@ -51,37 +52,8 @@ class _Strategy:
 @dataclass(slots=True)
 class _Pair:
     machine: StrategyStateMachine
+    broker: SimulatedBroker  # fills at the deciding tick (trade_on_close): signals, not trading
     keys: list[IndicatorKey]  # indicator holds to release on deactivation
-
-
-def _param_errors(document: StrategyDocument) -> list[dict[str, str]]:
-    """Indicator parameters the registry rejects, with document paths (the validator checks only
-    that they are scalars)."""
-    sections = {
-        "s1_signal": document.signal.conditions,
-        "z1_entry": document.entry.conditions,
-        "ze1_close": document.close.conditions,
-        "o1_cancel": document.cancel.conditions,
-        "emergency_exit": document.emergency_exit.conditions,
-    }
-    errors = []
-    for section, conditions in sections.items():
-        for index, condition in enumerate(conditions):
-            try:
-                indicator_key(condition.indicator, condition.params)
-            except IndicatorError as exc:
-                errors.append(
-                    {
-                        "path": f"{section}.conditions[{index}].{exc.path}",
-                        "message": exc.message,
-                        "code": "invalid_params",
-                    }
-                )
-    return errors
-
-
-def _not_found(name: str) -> RequestError:
-    return RequestError(ErrorCode.STRATEGY_NOT_FOUND, f"no strategy named '{name}'", {"strategy_name": name})
 
 
 class StrategyManager:
@@ -98,8 +70,10 @@ class StrategyManager:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self._by_symbol: dict[str, list[StrategyStateMachine]] = {}
         self._published_at: dict[str, float] = {}
+        self._last_ts: dict[str, float] = {}  # newest tick time per symbol
         self._locks: dict[str, asyncio.Lock] = {}
         self.ticks = 0
+        self.out_of_order_ticks = 0  # ticks older than the symbol's last one, dropped
 
     @property
     def known_indicators(self) -> frozenset[str]:
@@ -116,7 +90,7 @@ class StrategyManager:
             return
         for row in stored:
             try:
-                document = parse_strategy(row.document, self.known_indicators)
+                document = parse_strategy(row.document, self.known_indicators, check_params)
             except StrategyValidationError as exc:  # e.g. an indicator it uses no longer exists
                 _log.error(
                     "strategy.unloadable", strategy=row.name, version=row.version, errors=exc.result.to_dict()
@@ -144,19 +118,21 @@ class StrategyManager:
 
     # ------------------------------------------------------------------ documents
     def validate(self, raw: object) -> dict[str, Any]:
-        """The document's errors and warnings, including indicator parameters."""
-        result = validate_strategy(raw, self.known_indicators).to_dict()
-        if result["valid"]:
-            errors = _param_errors(parse_strategy(raw, self.known_indicators))
-            result["errors"] = errors
-            result["valid"] = not errors
-        return result
+        """Every error and warning of the document, indicator parameters included, at once."""
+        return validate_strategy(raw, self.known_indicators, check_params).to_dict()
 
     def _parse(self, raw: object) -> StrategyDocument:
-        result = self.validate(raw)
-        if not result["valid"]:
-            raise RequestError(ErrorCode.VALIDATION_ERROR, "strategy document is invalid", result)
-        return parse_strategy(raw, self.known_indicators)
+        try:
+            return parse_strategy(raw, self.known_indicators, check_params)
+        except StrategyValidationError as exc:
+            raise StrategyInvalid("strategy document is invalid", exc.result.to_dict()) from exc
+
+    def document(self, name: str) -> tuple[StrategyDocument, int]:
+        """The current version of ``name`` (sessions compile their own machines from it)."""
+        entry = self._strategies.get(name)
+        if entry is None:
+            raise StrategyNotFound(name)
+        return entry.document, entry.version
 
     async def upsert(self, raw: object, created_by: str | None) -> tuple[str, int]:
         """Store ``raw`` as the next version of its strategy; running pairs switch to it."""
@@ -200,21 +176,22 @@ class StrategyManager:
         async with self._lock(name):
             entry = self._strategies.get(name)
             if entry is None:
-                raise _not_found(name)
+                raise StrategyNotFound(name)
             if not entry.document.enabled:
-                raise RequestError(
-                    ErrorCode.VALIDATION_ERROR, f"strategy '{name}' is disabled", {"strategy_name": name}
-                )
-            if (name, symbol) not in self._pairs:
+                raise StrategyDisabled(name)
+            pair = self._pairs.get((name, symbol))
+            if pair is None:
                 await self._db.set_active(name, symbol, True)
                 self._start_pair(name, symbol)
+            elif pair.machine.state is State.INACTIVE:  # paused by an emergency exit: resume
+                pair.machine.activate(self._clock())
             return self._pairs[(name, symbol)].machine.status()
 
     async def deactivate(self, name: str, symbol: str) -> dict[str, Any]:
         """Stop ``name`` on ``symbol`` (idempotent); an open position is reported closed (ZE1)."""
         async with self._lock(name):
             if name not in self._strategies:
-                raise _not_found(name)
+                raise StrategyNotFound(name)
             await self._db.set_active(name, symbol, False)
             pair = self._pairs.get((name, symbol))
             if pair is None:
@@ -224,7 +201,7 @@ class StrategyManager:
 
     def status(self, name: str | None = None, symbol: str | None = None) -> list[dict[str, Any]]:
         if name is not None and name not in self._strategies:
-            raise _not_found(name)
+            raise StrategyNotFound(name)
         return [
             pair.machine.status()
             for (pair_name, pair_symbol), pair in sorted(self._pairs.items())
@@ -233,15 +210,10 @@ class StrategyManager:
 
     def _start_pair(self, name: str, symbol: str) -> None:
         entry = self._strategies[name]
-        keys: list[IndicatorKey] = []
-        try:
-            compiled = self._compile(entry, symbol, keys)
-        except IndicatorError:
-            for key in keys:  # give back what was taken before the failure
-                self._bank.release(symbol, key)
-            raise
-        machine = StrategyStateMachine(compiled, symbol, self._emit)
-        self._pairs[(name, symbol)] = _Pair(machine, keys)
+        compiled, keys = compile_strategy(entry.document, entry.version, symbol, self._bank)
+        broker = SimulatedBroker(SIGNAL_ACCOUNT, trade_on_close=True, record=False)
+        machine = StrategyStateMachine(compiled, symbol, self._emit, broker)
+        self._pairs[(name, symbol)] = _Pair(machine, broker, keys)
         self._by_symbol.setdefault(symbol, []).append(machine)
         machine.activate(self._clock())
 
@@ -274,50 +246,27 @@ class StrategyManager:
             self._stop_pair(name, symbol, "engine stopped")
         self._strategies.clear()
 
-    def _compile(self, entry: _Strategy, symbol: str, keys: list[IndicatorKey]) -> CompiledStrategy:
-        doc = entry.document
-
-        def rules(conditions: tuple[Condition, ...]) -> tuple[Rule, ...]:
-            out = []
-            for condition in conditions:
-                key = self._bank.ensure(symbol, condition.indicator, condition.params)
-                keys.append(key)
-                out.append(
-                    Rule(condition.id, condition.indicator, key, compare(condition.operator), condition.value)
-                )
-            return tuple(out)
-
-        return CompiledStrategy(
-            name=doc.name,
-            version=entry.version,
-            direction=doc.direction.value,
-            signal=rules(doc.signal.conditions),
-            entry=rules(doc.entry.conditions),
-            close=rules(doc.close.conditions),
-            cancel=rules(doc.cancel.conditions),
-            emergency=rules(doc.emergency_exit.conditions),
-            cancel_timeout=doc.cancel.timeout_seconds,
-            stop_loss_pct=doc.entry.stop_loss_percent,
-            take_profit_pct=doc.entry.take_profit_percent,
-            cooldown_seconds=doc.emergency_exit.cooldown_minutes * 60.0,
-            position={
-                "positionSize": {
-                    "type": doc.entry.position_size.type.value,
-                    "value": doc.entry.position_size.value,
-                },
-                "leverage": doc.entry.leverage,
-            },
-        )
-
     # ------------------------------------------------------------------ market data
     def on_tick(self, tick: Tick) -> None:
-        """Update the symbol's indicators once, then every state machine running on it."""
-        machines = self._by_symbol.get(tick.symbol)
+        """Update the symbol's indicators once, then every state machine running on it.
+
+        A tick older than the symbol's last one is dropped and counted: time windows, cooldowns
+        and timeouts assume market time never runs backwards.
+        """
+        symbol = tick.symbol
+        machines = self._by_symbol.get(symbol)
         if machines is None:
             return
+        if tick.ts < self._last_ts.get(symbol, tick.ts):
+            self.out_of_order_ticks += 1
+            return
+        self._last_ts[symbol] = tick.ts
         self.ticks += 1
         values = self._bank.update(tick)
+        price = tick.price
         for machine in machines:
+            if machine.exposed:  # stops and targets of the open position see this price first
+                self._pairs[machine.pair].broker.on_bar(symbol, tick.ts, price, price, price, price, 0)
             machine.on_tick(tick, values)
         now = self._clock()
         if now - self._published_at.get(tick.symbol, float("-inf")) >= INDICATOR_PUBLISH_INTERVAL:
@@ -330,7 +279,7 @@ class StrategyManager:
                 continue
             name, *params = key
             self._emit(
-                "indicator.updated",
+                topics.INDICATOR_UPDATED,
                 {
                     "symbol": tick.symbol,
                     "indicator_type": name,
@@ -341,4 +290,9 @@ class StrategyManager:
             )
 
     def health(self) -> dict[str, Any]:
-        return {"strategies": len(self._strategies), "active_pairs": len(self._pairs), "ticks": self.ticks}
+        return {
+            "strategies": len(self._strategies),
+            "active_pairs": len(self._pairs),
+            "ticks": self.ticks,
+            "out_of_order_ticks": self.out_of_order_ticks,
+        }

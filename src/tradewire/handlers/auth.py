@@ -18,10 +18,11 @@ from tradewire.auth.tokens import AuthHandler, Principal
 from tradewire.clock import Clock, iso_from_ms
 from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
+from tradewire.core.router import RouteSpec
 from tradewire.errors import ErrorHandler
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode, ErrorCode
-from tradewire.protocol.messages import Auth
+from tradewire.protocol.messages import Auth, MessageType
 
 
 class AuthMessageHandler:
@@ -46,6 +47,9 @@ class AuthMessageHandler:
         self.after_auth: Callable[[Connection], list[dict[str, object]]] | None = None
         # Called when privileges change (expiry, re-auth): parks subscriptions no longer allowed.
         self.on_privileges_changed: Callable[[Connection], list[str]] | None = None
+
+    def routes(self) -> list[RouteSpec]:
+        return [RouteSpec(MessageType.AUTH, self.handle_auth, requires_auth=False)]
 
     def handle_auth(self, conn: Connection, message: Auth) -> dict[str, Any]:
         principal = self._auth.verify(message.token)

@@ -15,9 +15,10 @@ from tradewire._version import PROTOCOL_VERSION, __version__
 from tradewire.auth.permissions import Permission
 from tradewire.clock import Clock
 from tradewire.core.connection import Connection
+from tradewire.core.router import RouteSpec
 from tradewire.errors import PermissionDenied, RequestError
 from tradewire.protocol.codes import ErrorCode
-from tradewire.protocol.messages import Command, Handshake, Heartbeat, Query
+from tradewire.protocol.messages import Command, Handshake, Heartbeat, MessageType, Query
 
 Action = Callable[[Connection, dict[str, Any]], Any | Awaitable[Any]]
 SUPPORTED_MAJOR = PROTOCOL_VERSION.split(".")[0]
@@ -39,6 +40,14 @@ class ProtocolHandler:
         self._heartbeat_interval = heartbeat_interval
         self._commands: dict[str, _Entry] = {}
         self._queries: dict[str, _Entry] = {}
+
+    def routes(self) -> list[RouteSpec]:
+        return [
+            RouteSpec(MessageType.HANDSHAKE, self.handle_handshake, requires_auth=False),
+            RouteSpec(MessageType.HEARTBEAT, self.handle_heartbeat, requires_auth=False),
+            RouteSpec(MessageType.COMMAND, self.handle_command),
+            RouteSpec(MessageType.QUERY, self.handle_query),
+        ]
 
     def register_command(self, name: str, action: Action, permission: Permission | None = None) -> None:
         self._commands[name] = _Entry(action, permission)

@@ -13,10 +13,11 @@ from typing import Any
 
 from tradewire.clock import Clock
 from tradewire.core.connection import Connection
+from tradewire.core.router import RouteSpec
 from tradewire.errors import PermissionDenied
-from tradewire.protocol.messages import Subscribe, Unsubscribe
+from tradewire.protocol.messages import MessageType, Subscribe, Unsubscribe
 from tradewire.streams.broadcast import BroadcastProvider
-from tradewire.streams.catalog import CATALOG
+from tradewire.streams.catalog import CATALOG, scope_owner
 from tradewire.streams.filters import parse_filter
 from tradewire.streams.subscriptions import SubscriptionManager
 
@@ -29,6 +30,12 @@ class SubscriptionHandler:
         self._broadcast = broadcast
         self._clock = clock
 
+    def routes(self) -> list[RouteSpec]:
+        return [
+            RouteSpec(MessageType.SUBSCRIBE, self.handle_subscribe),
+            RouteSpec(MessageType.UNSUBSCRIBE, self.handle_unsubscribe),
+        ]
+
     def handle_subscribe(self, conn: Connection, message: Subscribe) -> dict[str, Any]:
         spec = CATALOG[message.stream]
         principal = conn.principal
@@ -36,7 +43,7 @@ class SubscriptionHandler:
             principal is None or spec.permission not in principal.permissions
         ):
             raise PermissionDenied(spec.permission.value)
-        flt = parse_filter(message.params)
+        flt = parse_filter(message.params, scope_owner(spec, principal))
         sub = self._subscriptions.subscribe(conn, message.stream, flt, self._clock.monotonic())
         offset, epoch = self._broadcast.position(message.stream)
         recovered: bool | None = None

@@ -1,4 +1,4 @@
-"""Message types whose component is not part of this server yet.
+"""Message types whose component is not part of this server.
 
 They go through the real router (validation, authentication, permissions, rate limits) and are
 answered with ``service_unavailable`` naming the missing component, so clients can tell "not
@@ -7,12 +7,14 @@ here" from "bad request".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from tradewire.core.connection import Connection
+from tradewire.core.router import RouteSpec
 from tradewire.errors import RequestError
 from tradewire.protocol.codes import ErrorCode
-from tradewire.protocol.messages import Message
+from tradewire.protocol.messages import Message, MessageType
 
 
 class UnavailableHandler:
@@ -20,6 +22,9 @@ class UnavailableHandler:
 
     def __init__(self, component: str) -> None:
         self.component = component
+
+    def routes(self, message_types: Iterable[MessageType]) -> list[RouteSpec]:
+        return [RouteSpec(message_type, self.handle) for message_type in message_types]
 
     def handle(self, conn: Connection, message: Message) -> dict[str, Any]:
         raise RequestError(

@@ -28,7 +28,12 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     MISSING_PARAMETERS = "missing_parameters"
     SESSION_CONFLICT = "session_conflict"
+    SESSION_NOT_FOUND = "session_not_found"
+    SESSION_LIMIT_EXCEEDED = "session_limit_exceeded"
+    LIVE_TRADING_UNAVAILABLE = "live_trading_unavailable"
     STRATEGY_NOT_FOUND = "strategy_not_found"
+    DATASET_NOT_FOUND = "dataset_not_found"
+    RESULTS_NOT_AVAILABLE = "results_not_available"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -83,8 +88,31 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
         "The component that serves this message is not available in this server.", "Retry later."
     ),
     ErrorCode.MISSING_PARAMETERS: CodeInfo("Required parameters are missing.", "Add them."),
-    ErrorCode.SESSION_CONFLICT: CodeInfo("The session conflicts with a running one.", "Stop it first."),
+    ErrorCode.SESSION_CONFLICT: CodeInfo(
+        "The caller already runs a session of this type with the same strategy on the same symbol; "
+        "`details.session_id` names it.",
+        "Stop that session first, or watch it instead.",
+    ),
+    ErrorCode.SESSION_NOT_FOUND: CodeInfo(
+        "No session with that id is visible to the caller (other users' sessions look absent).",
+        "List your sessions with `session_status` without `session_id`.",
+    ),
+    ErrorCode.SESSION_LIMIT_EXCEEDED: CodeInfo(
+        "Too many running sessions: `details.scope` is `per user` or `in total`, `details.limit` the bound.",
+        "Stop a session or wait for one to finish.",
+    ),
+    ErrorCode.LIVE_TRADING_UNAVAILABLE: CodeInfo(
+        "`session_type: live` needs an exchange adapter, and this server has none configured.",
+        "Use `paper`, or ask the operator to configure an exchange.",
+    ),
     ErrorCode.STRATEGY_NOT_FOUND: CodeInfo("No strategy has that name.", "List strategies."),
+    ErrorCode.DATASET_NOT_FOUND: CodeInfo(
+        "No dataset with that id.", "List datasets with `query` `datasets` or `GET /api/v1/datasets`."
+    ),
+    ErrorCode.RESULTS_NOT_AVAILABLE: CodeInfo(
+        "The session has no stored results: it is still running, or it failed (`details.status`).",
+        "Wait for `execution_result`, or check `session_status` for its error.",
+    ),
     ErrorCode.INTERNAL_ERROR: CodeInfo(
         "The server failed; `details.correlation_id` identifies the log entry.",
         "Retry once; report the correlation id if it persists.",

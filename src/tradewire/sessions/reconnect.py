@@ -43,7 +43,7 @@ from tradewire.sessions.session_store import (
     token_matches,
 )
 from tradewire.streams.broadcast import BroadcastProvider
-from tradewire.streams.catalog import CATALOG
+from tradewire.streams.catalog import CATALOG, scope_owner
 from tradewire.streams.filters import parse_filter
 from tradewire.streams.subscriptions import Subscription, SubscriptionManager
 
@@ -202,7 +202,7 @@ class ReconnectService:
         if principal is None or (permission is not None and permission not in principal.permissions):
             self._parked.setdefault(conn.client_id, []).append(saved)
             return {"stream": saved.stream, "status": "awaiting_auth"}
-        flt = parse_filter(saved.params)
+        flt = parse_filter(saved.params, scope_owner(CATALOG[stream], principal))
         sub = self._subscriptions.subscribe(conn, stream, flt, self._clock.monotonic(), restoring=True)
         recovered = self._broadcast.replay(sub, saved.last_offset, saved.epoch)
         offset, epoch = self._broadcast.position(stream)
@@ -225,8 +225,13 @@ class ReconnectService:
         principal = conn.principal
         revoked = []
         for sub in self._subscriptions.of_client(conn.client_id):
-            permission = CATALOG[sub.stream].permission
-            if principal is not None and (permission is None or permission in principal.permissions):
+            spec = CATALOG[sub.stream]
+            permission = spec.permission
+            if (
+                principal is not None
+                and (permission is None or permission in principal.permissions)
+                and sub.filter.owner == scope_owner(spec, principal)  # re-auth as someone else
+            ):
                 continue
             self._subscriptions.unsubscribe(conn.client_id, sub.stream)
             position, epoch = self._broadcast.position(sub.stream)

@@ -12,22 +12,21 @@ from typing import Any, Final
 
 import structlog
 
+from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus, topic_matches
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.messages import Stream
 from tradewire.streams.broadcast import BroadcastProvider
 
 TOPIC_MAP: Final[tuple[tuple[str, Stream], ...]] = (
-    ("market.price_update", Stream.MARKET_DATA),
-    ("market.orderbook_update", Stream.MARKET_DATA),
-    ("indicator.updated", Stream.INDICATORS),
-    ("signal_generated", Stream.SIGNALS),
+    (topics.MARKET_PRICE_UPDATE, Stream.MARKET_DATA),
+    (topics.MARKET_ORDERBOOK_UPDATE, Stream.MARKET_DATA),
+    (topics.INDICATOR_UPDATED, Stream.INDICATORS),
+    (topics.SIGNAL_GENERATED, Stream.SIGNALS),
     ("execution.*", Stream.EXECUTION_STATUS),
-    ("session.completed", Stream.EXECUTION_RESULT),
-    ("session.result", Stream.EXECUTION_RESULT),
-    ("strategy.state_changed", Stream.STATE_MACHINES),
+    (topics.SESSION_RESULT, Stream.EXECUTION_RESULT),
+    (topics.STRATEGY_STATE_CHANGED, Stream.STATE_MACHINES),
     ("order.*", Stream.ORDERS),
-    ("fill.*", Stream.ORDERS),
     ("position.*", Stream.POSITIONS),
     ("health.*", Stream.HEALTH_CHECK),
 )

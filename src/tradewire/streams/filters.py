@@ -3,6 +3,12 @@
 The symbol filter is applied by the subscription index (a publish only visits subscribers of its
 symbol); :meth:`StreamFilter.matches` checks the rest. Unknown keys are rejected so a typo
 (``symbol`` for ``symbols``) is a ``validation_error``, not a silent "everything".
+
+Session streams are private: on streams whose catalog entry is ``owner_scoped`` a non-admin
+subscriber's filter also requires ``data.owner`` to be absent (live signals) or the subscriber
+(:func:`parse_filter`'s ``owner``), so one user never sees another's orders or results. (An earlier
+``min_confidence`` filter was dropped: signals carry no confidence, and a filter that can never
+match a real signal is worse than none.)
 """
 
 from __future__ import annotations
@@ -27,17 +33,17 @@ class FilterParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     signal_types: _Names | None = None
     session_id: Text64 | None = None
     strategy_name: Annotated[str, msgspec.Meta(max_length=256)] | None = None
-    min_confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     latest: bool = False  # send the last message per matching symbol after `subscribed`
 
 
 class StreamFilter:
     """Compiled filter: the symbol set for the index, the other checks as a tuple."""
 
-    __slots__ = ("_checks", "checks", "latest", "params", "symbols")
+    __slots__ = ("_checks", "checks", "latest", "owner", "params", "symbols")
 
-    def __init__(self, params: FilterParams) -> None:
+    def __init__(self, params: FilterParams, owner: str | None = None) -> None:
         self.params = params
+        self.owner = owner  # only this user's (or owner-less) messages pass; None: no such check
         self.symbols: frozenset[str] | None = frozenset(params.symbols) if params.symbols else None
         self.latest = params.latest
         checks: list[tuple[str, Any]] = []
@@ -51,8 +57,8 @@ class StreamFilter:
             checks.append(("session_id", frozenset((params.session_id,))))
         if params.strategy_name is not None:
             checks.append(("strategy_name", frozenset((params.strategy_name,))))
-        if params.min_confidence is not None:
-            checks.append((">confidence", params.min_confidence))
+        if owner is not None:
+            checks.append(("owner", frozenset((None, owner))))
         self._checks = tuple(checks)
         self.checks = bool(checks)  # False: everything passes (publish skips matches())
 
@@ -67,10 +73,6 @@ class StreamFilter:
             if key == "!symbol":
                 if data.get("symbol") in expected:
                     return False
-            elif key == ">confidence":
-                confidence = data.get("confidence")
-                if not isinstance(confidence, int | float) or confidence < expected:
-                    return False
             elif data.get(key) not in expected:
                 return False
         return True
@@ -84,10 +86,11 @@ class StreamFilter:
         return {k: v for k, v in msgspec.structs.asdict(self.params).items() if v not in (None, False)}
 
 
-def parse_filter(params: dict[str, Any]) -> StreamFilter:
-    """Validate ``params`` into a :class:`StreamFilter` (``validation_error`` with a path)."""
+def parse_filter(params: dict[str, Any], owner: str | None = None) -> StreamFilter:
+    """Validate ``params`` into a :class:`StreamFilter` (``validation_error`` with a path);
+    ``owner`` restricts it to that user's messages (see the module docstring)."""
     try:
-        return StreamFilter(msgspec.convert(params, FilterParams))
+        return StreamFilter(msgspec.convert(params, FilterParams), owner)
     except msgspec.ValidationError as exc:
         reason, _, path = str(exc).partition(" - at ")
         json_path = "$.params" + path.strip("`").removeprefix("$")

@@ -8,13 +8,14 @@ nothing that was committed and never leaves half a strategy version or half a da
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, delete, event, func, insert, inspect, select
+from sqlalchemy import Connection, delete, event, func, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,6 +25,8 @@ from tradewire.engine.storage.schema import (
     bars,
     datasets,
     schema_migrations,
+    session_results,
+    sessions,
     strategies,
     trades,
 )
@@ -52,6 +55,36 @@ class Dataset:
     rows: int
     start_ts: float | None
     end_ts: float | None
+    sha256: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The wire form (``query datasets``, ``GET /api/v1/datasets``)."""
+        return {
+            "id": self.id,
+            "symbol": self.symbol,
+            "kind": self.kind,
+            "source": self.source,
+            "rows": self.rows,
+            "start_ts": self.start_ts,
+            "end_ts": self.end_ts,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BarColumns:
+    """A dataset as columns (8 bytes per value: a million bars hold ~48 MB, not ~250 MB of
+    objects); trade ticks are bars with open = high = low = close = price."""
+
+    ts: array[float]
+    open: array[float]
+    high: array[float]
+    low: array[float]
+    close: array[float]
+    volume: array[float]
+
+    def __len__(self) -> int:
+        return len(self.ts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,21 +207,55 @@ class Database:
             return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
 
     # ------------------------------------------------------------------ datasets
-    async def import_bars(self, symbol: str, source: str, rows: Sequence[Bar]) -> Dataset:
+    async def import_bars(
+        self, symbol: str, source: str, rows: Sequence[Bar], sha256: str | None = None
+    ) -> Dataset:
         """A new OHLCV dataset with ``rows``, in one transaction."""
         async with self.engine.begin() as conn:
-            dataset_id = await _new_dataset(conn, symbol, "ohlcv", source, rows)
+            dataset_id = await _new_dataset(conn, symbol, "ohlcv", source, rows, sha256)
             for chunk in _chunks([_bar_row(dataset_id, bar) for bar in rows]):
                 await conn.execute(insert(bars), chunk)
         return await self.dataset(dataset_id)
 
-    async def import_trades(self, symbol: str, source: str, rows: Sequence[dict[str, Any]]) -> Dataset:
+    async def import_trades(
+        self, symbol: str, source: str, rows: Sequence[dict[str, Any]], sha256: str | None = None
+    ) -> Dataset:
         """A new trade-tick dataset (``ts, price, volume, bid?, ask?`` per row), in one transaction."""
         async with self.engine.begin() as conn:
-            dataset_id = await _new_dataset(conn, symbol, "trades", source, rows)
+            dataset_id = await _new_dataset(conn, symbol, "trades", source, rows, sha256)
             for chunk in _chunks([{"dataset_id": dataset_id, **row} for row in rows]):
                 await conn.execute(insert(trades), chunk)
         return await self.dataset(dataset_id)
+
+    async def dataset_by_hash(self, sha256: str) -> Dataset | None:
+        """The dataset with this content hash, if one was imported already."""
+        query = select(datasets).where(datasets.c.sha256 == sha256).order_by(datasets.c.id).limit(1)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return Dataset(**dict(row)) if row is not None else None
+
+    async def find_dataset(self, dataset_id: int) -> Dataset | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(datasets).where(datasets.c.id == dataset_id))).mappings().first()
+        return Dataset(**dict(row)) if row is not None else None
+
+    async def load_columns(self, dataset_id: int) -> BarColumns:
+        """A dataset in time order as :class:`BarColumns`, read in chunks straight into arrays."""
+        dataset = await self.dataset(dataset_id)
+        columns: tuple[Any, ...]
+        if dataset.kind == "ohlcv":
+            table = bars
+            columns = (bars.c.ts, bars.c.open, bars.c.high, bars.c.low, bars.c.close, bars.c.volume)
+        else:
+            table = trades
+            columns = (trades.c.ts, trades.c.price, trades.c.volume)
+        query = select(*columns).where(table.c.dataset_id == dataset_id).order_by(table.c.ts, table.c.id)
+        out = BarColumns(*(array("d") for _ in range(6)))
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query.execution_options(yield_per=INSERT_CHUNK))
+            async for chunk in result.partitions():
+                _extend(out, chunk, dataset.kind == "ohlcv")
+        return out
 
     async def dataset(self, dataset_id: int) -> Dataset:
         async with self.engine.connect() as conn:
@@ -223,7 +290,89 @@ class Database:
         return [Bar(*row) for row in rows]
 
 
-async def _new_dataset(conn: Any, symbol: str, kind: str, source: str, rows: Sequence[Any]) -> int:
+def _extend(out: BarColumns, rows: Sequence[Any], ohlcv: bool) -> None:
+    if ohlcv:
+        for column, values in zip(
+            (out.ts, out.open, out.high, out.low, out.close, out.volume), zip(*rows, strict=True), strict=True
+        ):
+            column.extend(values)
+        return
+    stamps, prices, volumes = zip(*rows, strict=True)
+    out.ts.extend(stamps)
+    for column in (out.open, out.high, out.low, out.close):
+        column.extend(prices)
+    out.volume.extend(volumes)
+
+
+# ---------------------------------------------------------------------- sessions
+
+
+class SessionStorage:
+    """Session records and their results (a view of :class:`Database` for the job controller)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, record: dict[str, Any]) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(insert(sessions).values(**record))
+
+    async def update(self, session_id: str, **fields: Any) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(update(sessions).where(sessions.c.id == session_id).values(**fields))
+
+    async def get(self, session_id: str) -> dict[str, Any] | None:
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(select(sessions).where(sessions.c.id == session_id))).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def by_client_key(self, owner: str, client_key: str) -> dict[str, Any] | None:
+        query = select(sessions).where((sessions.c.owner == owner) & (sessions.c.client_key == client_key))
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def list(self, owner: str | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first; every owner's when ``owner`` is None (admins)."""
+        query = select(sessions).order_by(sessions.c.created_at.desc(), sessions.c.id).limit(limit)
+        if owner is not None:
+            query = query.where(sessions.c.owner == owner)
+        async with self._db.engine.connect() as conn:
+            return [dict(row) for row in (await conn.execute(query)).mappings().all()]
+
+    async def interrupt_unfinished(self, now: float) -> int:
+        """Sessions a previous process left running are ``interrupted`` (returns how many)."""
+        unfinished = sessions.c.status.in_(("starting", "running", "stopping"))
+        async with self._db.engine.begin() as conn:
+            result = await conn.execute(
+                update(sessions).where(unfinished).values(status="interrupted", ended_at=now)
+            )
+        return int(result.rowcount or 0)
+
+    async def save_results(self, session_id: str, document: bytes, equity: bytes, sha256: str) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(
+                insert(session_results).values(
+                    session_id=session_id,
+                    document=document,
+                    equity=equity,
+                    sha256=sha256,
+                    created_at=time.time(),
+                )
+            )
+
+    async def results(self, session_id: str) -> tuple[bytes, bytes, str] | None:
+        query = select(session_results.c.document, session_results.c.equity, session_results.c.sha256).where(
+            session_results.c.session_id == session_id
+        )
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return (bytes(row[0]), bytes(row[1]), str(row[2])) if row is not None else None
+
+
+async def _new_dataset(
+    conn: Any, symbol: str, kind: str, source: str, rows: Sequence[Any], sha256: str | None
+) -> int:
     stamps = [row.ts if isinstance(row, Bar) else row["ts"] for row in rows]
     result = await conn.execute(
         insert(datasets).values(
@@ -234,6 +383,7 @@ async def _new_dataset(conn: Any, symbol: str, kind: str, source: str, rows: Seq
             rows=len(rows),
             start_ts=min(stamps, default=None),
             end_ts=max(stamps, default=None),
+            sha256=sha256,
         )
     )
     return int(result.inserted_primary_key[0])

@@ -19,11 +19,13 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
+    inspect,
 )
 
 metadata = MetaData()
@@ -59,6 +61,7 @@ datasets = Table(
     Column("rows", Integer, nullable=False, default=0),
     Column("start_ts", Float),
     Column("end_ts", Float),
+    Column("sha256", String(64)),  # content hash (migration 6)
 )
 
 bars = Table(
@@ -98,6 +101,48 @@ activations = Table(
 )
 
 
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("session_type", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("strategy_config", JSON, nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("client_key", String(64)),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("processed", BigInteger, nullable=False, default=0),
+    Column("error", JSON),
+    Column("summary", JSON),
+    UniqueConstraint("owner", "client_key", name="uq_session_client_key"),
+)
+Index("ix_sessions_owner", sessions.c.owner, sessions.c.created_at)
+Index("ix_sessions_status", sessions.c.status)
+
+session_results = Table(
+    "session_results",
+    metadata,
+    Column("session_id", String(32), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True),
+    Column("document", LargeBinary, nullable=False),  # canonical JSON (sorted keys): byte-identical reruns
+    Column("equity", LargeBinary, nullable=False),  # float64 times, then float64 values
+    Column("sha256", String(64), nullable=False),  # of document + equity
+    Column("created_at", Float, nullable=False),
+)
+
+
+def _add_dataset_hash(conn: Connection) -> None:
+    """``datasets.sha256``: the content hash that makes importing the same data twice a no-op.
+    (Guarded: a database created after this column joined ``datasets`` already has it.)"""
+    columns = {column["name"] for column in inspect(conn).get_columns("datasets")}
+    if "sha256" not in columns:
+        conn.exec_driver_sql("ALTER TABLE datasets ADD COLUMN sha256 VARCHAR(64)")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_datasets_sha256 ON datasets (sha256)")
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -117,4 +162,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "strategies with versions", _create(strategies)),
     Migration(2, "datasets of bars and trades", _create(datasets, bars, trades)),
     Migration(3, "active (strategy, symbol) pairs", _create(activations)),
+    Migration(4, "sessions (backtest, paper, live jobs)", _create(sessions)),
+    Migration(5, "stored session results", _create(session_results)),
+    Migration(6, "dataset content hashes", _add_dataset_hash),
 )

@@ -1,0 +1,1 @@
+"""Sessions: backtest, paper and live jobs with a simulated broker and stored results."""
