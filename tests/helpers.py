@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
 from tradewire import Level, Settings, WebSocketAPIServer
+from tradewire.engine.controller import EmbeddedEngine
+from tradewire.http.app import create_http_app
 from tradewire.runner import EmbeddedUvicorn
 
 TIMEOUT = 5.0  # one time unit for every wait in the suite
@@ -41,6 +44,7 @@ class Running:
     server: WebSocketAPIServer
     url: str
     transport: str
+    http_url: str = ""  # the HTTP app, when the helper serves one
 
     def token(self, user: str = "alice", level: Level = Level.TRADER, ttl: int = 3600) -> str:
         return self.server.auth_handler.mint(user, level, ttl)[0]
@@ -161,3 +165,57 @@ async def drain_until_pong(ws: ClientConnection) -> list[dict[str, Any]]:
     while (frame := await recv_json(ws)).get("id") != "barrier":
         frames.append(frame)
     return frames
+
+
+@asynccontextmanager
+async def engine_server(settings: Settings, *, http: bool = False) -> AsyncIterator[Running]:
+    """The picows engine with the reference engine behind it (and the HTTP app, if asked)."""
+    server = WebSocketAPIServer(settings=settings, controller=EmbeddedEngine(settings))
+    await server.start()
+    try:
+        if not http:
+            yield Running(server, server.ws_url, "picows")
+            return
+        async with serve_asgi(create_http_app(server)) as port:
+            yield Running(server, server.ws_url, "picows", f"http://127.0.0.1:{port}")
+    finally:
+        await server.stop()
+
+
+async def authed_client(r: Running, level: Level = Level.TRADER, user: str = "alice") -> ClientConnection:
+    ws, _ = await open_client(r)
+    reply = await request(ws, {"type": "auth", "token": r.token(user, level)})
+    assert reply["status"] == "authenticated", reply
+    return ws
+
+
+async def call(ws: ClientConnection, message: dict[str, Any], timeout: float = TIMEOUT * 2) -> dict[str, Any]:
+    """Send a request and return its reply (the frame with its id); other frames received
+    meanwhile are kept for :func:`until`."""
+    message = {**message, "id": "call"}
+    await ws.send(json.dumps(message))
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await recv_json(ws)
+            if frame.get("id") == "call":
+                return frame
+            _held.setdefault(ws, []).append(frame)
+
+
+async def until(
+    ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT * 2
+) -> dict[str, Any]:
+    """The next frame matching ``predicate``, first among those :func:`call` kept (others dropped)."""
+    held = _held.get(ws, [])
+    while held:
+        frame = held.pop(0)
+        if predicate(frame):
+            return frame
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await recv_json(ws)
+            if predicate(frame):
+                return frame
+
+
+_held: weakref.WeakKeyDictionary[ClientConnection, list[dict[str, Any]]] = weakref.WeakKeyDictionary()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-
-from tests.helpers import TIMEOUT, Running, open_client, recv_json, request
-from tradewire import Level, Settings, WebSocketAPIServer
+from tests.helpers import (
+    authed_client,
+    call,
+    engine_server,
+    request,
+    until,
+)
+from tradewire import Level
 from tradewire.engine.controller import EmbeddedEngine
 from tradewire.engine.indicators import IndicatorBank
 from tradewire.engine.market_data import read_ohlcv_csv
@@ -47,35 +50,11 @@ FAST_RSI: dict[str, Any] = {
 }
 
 
-@asynccontextmanager
-async def engine_server(settings: Settings) -> AsyncIterator[Running]:
-    server = WebSocketAPIServer(settings=settings, controller=EmbeddedEngine(settings))
-    await server.start()
-    try:
-        yield Running(server, server.ws_url, "picows")
-    finally:
-        await server.stop()
+_client = authed_client
+_call = call
 
 
-async def _client(r: Running, level: Level = Level.TRADER) -> ClientConnection:
-    ws, _ = await open_client(r)
-    assert (await request(ws, {"type": "auth", "token": r.token(level=level)}))["status"] == "authenticated"
-    return ws
-
-
-async def _call(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
-    """Send a request and return its reply (the frame with its id), skipping stream data."""
-    message = {**message, "id": "call"}
-    await ws.send(json.dumps(message))
-    return await _until(ws, lambda f: f.get("id") == "call")
-
-
-async def _until(ws: ClientConnection, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-    async with asyncio.timeout(TIMEOUT * 2):
-        while True:
-            frame = await recv_json(ws)
-            if predicate(frame):
-                return frame
+_until = until
 
 
 async def test_strategy_lifecycle_end_to_end(settings_factory: Callable[..., Any]) -> None:

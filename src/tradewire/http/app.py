@@ -1,6 +1,7 @@
 """FastAPI application beside the WebSocket engine (``GET /health``, ``/stats``, ``/metrics``,
-``POST /api/v1/auth/login``, OpenAPI docs at ``/docs``), plus the WebSocket endpoint at
-``settings.ws_path`` through the ASGI adapter, so one port can serve both when needed.
+``POST /api/v1/auth/login``, the session and dataset routes of :mod:`tradewire.http.sessions`,
+OpenAPI docs at ``/docs``), plus the WebSocket endpoint at ``settings.ws_path`` through the ASGI
+adapter, so one port can serve both when needed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tradewire._version import __version__
 from tradewire.auth.users import UserStore
 from tradewire.core.client_utils import client_address, parse_networks
 from tradewire.core.limits import KeyedRateLimiter
+from tradewire.http.sessions import install_error_handler, sessions_router
 from tradewire.server import WebSocketAPIServer
 
 LOGIN_RATE_PER_MINUTE = 10
@@ -75,5 +77,9 @@ def create_http_app(server: WebSocketAPIServer) -> FastAPI:
         token, expires_at = server.auth_handler.mint(user.name, user.level)
         return LoginResponse(access_token=token, expires_at=expires_at, user_id=user.name, level=user.level)
 
+    sessions = server.controller.sessions if server.controller is not None else None
+    if sessions is not None:
+        install_error_handler(app, server.error_handler)
+        app.include_router(sessions_router(sessions, server.auth_handler))
     app.add_api_websocket_route(server.settings.ws_path, server.fastapi_endpoint)
     return app
