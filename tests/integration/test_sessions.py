@@ -582,3 +582,32 @@ async def test_strategy_and_symbol_results_across_sessions(settings_factory: Fac
     twin = by_strategy["data"][0]["metrics"]
     assert twin["trades"] == result["summary"]["by_strategy"]["twin"]["trades"] > 0
     assert bad["error_code"] == "validation_error"
+
+
+async def test_several_symbols_in_one_session_trade_as_they_would_alone(settings_factory: Factory) -> None:
+    """With fixed sizes (no shared margin), a two-symbol session's trades per symbol equal the
+    single-symbol sessions' trades: bars are merged in time order and never mislabelled."""
+    fixed = {**SMA_CROSS, "strategy_name": "fixed", "z1_entry": {**SMA_CROSS["z1_entry"]}}
+    fixed["z1_entry"]["positionSize"] = {"type": "fixed", "value": 1000}
+    async with engine_server(_settings(settings_factory)) as r:
+        ws = await authed_client(r)
+        async with ws:
+            datasets = await _setup(r, ws, fixed)
+            await _subscribe(ws, "execution_result")
+            trades: dict[str, list[dict[str, Any]]] = {}
+            for label, symbols in (
+                ("both", ["GOOG", "BTC-USD"]),
+                ("GOOG", ["GOOG"]),
+                ("BTC-USD", ["BTC-USD"]),
+            ):
+                config = {"datasets": {symbol: datasets[symbol] for symbol in symbols}, "fee_bps": 10}
+                sid = (await _start(ws, "backtest", {"fixed": symbols}, config=config))["session_id"]
+                assert (await _result(ws, sid))["status"] == "completed"
+                params = {"session_id": sid, "sections": ["trades"], "limit": 5000}
+                reply = await call(
+                    ws, {"type": "results_request", "request_type": "session_results", "params": params}
+                )
+                trades[label] = reply["data"]["trades"]["items"]
+    for symbol in ("GOOG", "BTC-USD"):
+        alone = trades[symbol]
+        assert alone and [t for t in trades["both"] if t["symbol"] == symbol] == alone

@@ -121,7 +121,8 @@ class Position:
     units: float
     entry_price: float  # the fill, slippage included
     entry_at: float
-    entry_index: int
+    entry_index: int  # equity point of the entry
+    entry_bar: int  # the symbol's own bar count at the entry
     entry_fee: float
     leverage: float
     stop_loss: float | None
@@ -142,6 +143,7 @@ class Trade:
     exit_at: float
     exit_price: float
     exit_index: int
+    bars: int  # bars of its symbol from entry to exit
     fees: float
     pnl: float
     return_pct: float
@@ -165,7 +167,7 @@ class Trade:
             "exit_reason": self.exit_reason,
             "stop_loss": self.stop_loss,
             "take_profit": self.take_profit,
-            "bars": self.exit_index - self.entry_index,
+            "bars": self.bars,
         }
 
 
@@ -191,8 +193,11 @@ class OrderObserver(Protocol):
 
 @dataclass(slots=True)
 class _Symbol:
-    pairs: list[_Pair] = field(default_factory=list)  # pairs with a waiting order or a position
+    # pairs a bar must visit: a waiting order, or a position with a stop-loss or take-profit
+    pairs: list[_Pair] = field(default_factory=list)
     last_price: float = math.nan
+    last_ts: float = math.nan  # time of the last bar (positions left at the end close then)
+    bars: int = 0  # bars of this symbol seen
 
 
 @dataclass(slots=True, eq=False)
@@ -300,9 +305,11 @@ class SimulatedBroker:
         if sym is None:
             return
         self.index = index
+        sym.bars += 1
         if sym.pairs:
             self._process(list(sym.pairs), ts, o, h, low)
         sym.last_price = c
+        sym.last_ts = ts
 
     def _process(self, pairs: list[_Pair], ts: float, o: float, h: float, low: float) -> None:
         entries: list[_Pair] = []
@@ -317,13 +324,16 @@ class SimulatedBroker:
             if state.position is not None:
                 held.append(state)
                 self._check_stop(state, ts, o, h, low)
+        self._process_entries(entries, ts, o, h, low)
+        for state in held:
+            if state.position is not None:
+                self._check_take(state, ts, o, h, low)
+
+    def _process_entries(self, entries: list[_Pair], ts: float, o: float, h: float, low: float) -> None:
         for state in entries:
             assert state.pending is not None
             self._fill_entry(state, state.pending, ts, o)
             if state.position is not None and not self._check_stop(state, ts, o, h, low):
-                self._check_take(state, ts, o, h, low)
-        for state in held:
-            if state.position is not None:
                 self._check_take(state, ts, o, h, low)
 
     def mark(self, symbol: str, price: float) -> None:
@@ -348,13 +358,17 @@ class SimulatedBroker:
         self.bankrupt = True
 
     def close_all(self, ts: float, reason: str) -> None:
-        """Cancel waiting orders and close every position at its symbol's last price."""
+        """Cancel waiting orders and close every position at its symbol's last price, at the time
+        of that symbol's last bar (``ts`` if it had none): a symbol whose data ended earlier in a
+        multi-symbol session is not closed years later."""
         for state in list(self._pairs.values()):
             if state.pending is not None:
                 self.cancel_pending(state.key, reason)
             if state.position is not None:
-                order = self._new_order(state.key, OrderKind.EXIT, _closing_side(state.position), ts, reason)
-                self._close(state, order, ts, state.symbol.last_price, reason)
+                last = state.symbol.last_ts
+                at = ts if math.isnan(last) else last
+                order = self._new_order(state.key, OrderKind.EXIT, _closing_side(state.position), at, reason)
+                self._close(state, order, at, state.symbol.last_price, reason)
 
     # ------------------------------------------------------------------ fills
     def _fill_entry(self, state: _Pair, order: Order, ts: float, price: float) -> None:
@@ -379,10 +393,13 @@ class SimulatedBroker:
         sign = spec.direction
         stop = fill * (1 - sign * spec.stop_loss_pct / 100) if spec.stop_loss_pct is not None else None
         take = fill * (1 + sign * spec.take_profit_pct / 100) if spec.take_profit_pct is not None else None
-        position = Position(state.key, sign, units, fill, ts, self.index, fee, spec.leverage, stop, take)
+        position = Position(
+            state.key, sign, units, fill, ts, self.index, state.symbol.bars, fee, spec.leverage, stop, take
+        )
         state.position = position
         self._open[state.key] = state
         self._filled(order, ts, fill, units, fee)
+        self._settle(state)
         if self._observer is not None:
             self._observer.position_opened(position)
         state.listener.entry_filled(position)
@@ -452,6 +469,7 @@ class SimulatedBroker:
             exit_at=ts,
             exit_price=price,
             exit_index=self.index,
+            bars=state.symbol.bars - pos.entry_bar,
             fees=fees,
             pnl=gross - fees,
             return_pct=(pos.direction * (price / pos.entry_price - 1) - fees / (pos.units * pos.entry_price))
@@ -513,8 +531,14 @@ class SimulatedBroker:
             state.symbol.pairs.append(state)
 
     def _settle(self, state: _Pair) -> None:
-        """Stop visiting a pair on its symbol's bars once it has neither an order nor a position."""
-        if state.position is None and state.pending is None and state in state.symbol.pairs:
+        """Stop visiting a pair on its symbol's bars once nothing of it can fill there: no order
+        waits and no stop-loss or take-profit is set (a plain position only needs the mark)."""
+        pos = state.position
+        if (
+            state.pending is None
+            and (pos is None or (pos.stop_loss is None and pos.take_profit is None))
+            and state in state.symbol.pairs
+        ):
             state.symbol.pairs.remove(state)
 
 

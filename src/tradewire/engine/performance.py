@@ -65,6 +65,14 @@ def _divide(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
+def _power(base: float, exponent: float) -> float:
+    """numpy's ``**`` on floats: overflow is ``inf``, not an exception."""
+    try:
+        return float(base**exponent)
+    except OverflowError:
+        return math.inf
+
+
 def _epoch_day(ts: float) -> int:
     return math.floor(ts / DAY)
 
@@ -147,9 +155,9 @@ def compute_metrics(
     first, last = equity[0], equity[-1]
     returns, per_year = periodic_returns(equity, times)
     g = _geometric_mean(returns)
-    annual = (1 + g) ** per_year - 1
+    annual = _power(1 + g, per_year) - 1
     variance = statistics.variance(returns) if len(returns) > 1 else _NAN
-    spread = (variance + (1 + g) ** 2) ** per_year - (1 + g) ** (2 * per_year)
+    spread = _power(variance + (1 + g) ** 2, per_year) - _power(1 + g, 2 * per_year)
     volatility = math.sqrt(spread) if spread >= 0 else _NAN  # NaN in, NaN out (as numpy)
     max_dd, dd_peaks, dd_durations = drawdowns(equity, times)
     years = (times[-1] - times[0]) / DAY / 365.25
@@ -165,7 +173,7 @@ def compute_metrics(
         "buy_and_hold_return_pct": buy_and_hold_pct,
         "return_ann_pct": _num(annual * 100),
         "volatility_ann_pct": _num(volatility * 100),
-        "cagr_pct": _num(((last / first) ** (1 / years) - 1) * 100) if years and last > 0 else None,
+        "cagr_pct": _num((_power(last / first, 1 / years) - 1) * 100) if years and last > 0 else None,
         "sharpe": _num(_divide(annual * 100, volatility * 100 or _NAN)),
         "sortino": _num(_divide(annual, downside * math.sqrt(per_year))),
         "calmar": _num(_divide(annual, max_dd or _NAN)),

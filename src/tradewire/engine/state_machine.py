@@ -126,7 +126,7 @@ def _holds(rules: tuple[Rule, ...], values: Values, previous: Values) -> bool:
             return False
         if rule.cross:
             before = previous.get(rule.key)
-            before_threshold = _threshold(rule, previous)
+            before_threshold = rule.value if rule.threshold_key is None else previous.get(rule.threshold_key)
             if before is None or before_threshold is None or not rule.test(before_threshold, before):
                 return False
     return True
@@ -212,7 +212,7 @@ class StrategyStateMachine:
         if state is State.MONITORING:
             if (
                 tick.ts >= self.cooldown_until
-                and not self._emergency_holds(values)
+                and not (strategy.emergency and self._emergency_holds(values))
                 and _holds(strategy.signal, values, self._previous)
             ):
                 self._signal_detected(tick, values)
@@ -281,7 +281,7 @@ class StrategyStateMachine:
 
     def _check_emergency(self, tick: Tick, values: Values) -> bool:
         """Fire E1 if the emergency conditions just became true; True if the tick is handled."""
-        if not self._emergency_holds(values) or not self._armed:
+        if not self.strategy.emergency or not self._emergency_holds(values) or not self._armed:
             return False
         self._armed = False
         self._emergency(tick, values)

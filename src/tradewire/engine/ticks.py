@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
-    """One price update: last trade price and size, optional top of book."""
+    """One price update: last trade price and size, optional top of book.
+
+    Treat as immutable. Not ``frozen``: a frozen dataclass costs ~1 µs per instance (``object.
+    __setattr__`` per field) against ~0.25 µs, and a backtest creates one per bar."""
 
     symbol: str
     price: float

@@ -162,11 +162,15 @@ def _rows(data: list[tuple[str, BarColumns]]) -> Iterator[Row]:
     if len(data) == 1:
         symbol, c = data[0]
         return ((symbol, *row) for row in zip(c.ts, c.open, c.high, c.low, c.close, c.volume, strict=True))
-    streams = [
-        ((row[0], k, symbol, row) for row in zip(c.ts, c.open, c.high, c.low, c.close, c.volume, strict=True))
-        for k, (symbol, c) in enumerate(data)
-    ]
-    return ((symbol, *row) for _, _, symbol, row in heapq.merge(*streams))
+    streams = [_keyed(k, symbol, c) for k, (symbol, c) in enumerate(data)]
+    return (row for _, _, row in heapq.merge(*streams))
+
+
+def _keyed(k: int, symbol: str, c: BarColumns) -> Iterator[tuple[float, int, Row]]:
+    """One symbol's rows keyed for the merge (a function, so ``k`` and ``symbol`` are bound now:
+    a generator expression would read them late, when the loop has moved on)."""
+    for ts, o, h, low, close, volume in zip(c.ts, c.open, c.high, c.low, c.close, c.volume, strict=True):
+        yield ts, k, (symbol, ts, o, h, low, close, volume)
 
 
 def _chain(first: Row, rest: Iterator[Row]) -> Iterator[Row]:

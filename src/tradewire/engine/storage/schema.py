@@ -134,6 +134,16 @@ session_results = Table(
 )
 
 
+dataset_columns = Table(
+    "dataset_columns",
+    metadata,
+    Column("dataset_id", Integer, ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
+    Column("rows", Integer, nullable=False),
+    # six little-endian float64 arrays one after the other: ts, open, high, low, close, volume
+    Column("columns", LargeBinary, nullable=False),
+)
+
+
 def _add_dataset_hash(conn: Connection) -> None:
     """``datasets.sha256``: the content hash that makes importing the same data twice a no-op.
     (Guarded: a database created after this column joined ``datasets`` already has it.)"""
@@ -165,4 +175,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "sessions (backtest, paper, live jobs)", _create(sessions)),
     Migration(5, "stored session results", _create(session_results)),
     Migration(6, "dataset content hashes", _add_dataset_hash),
+    Migration(7, "columnar copies of datasets for replay", _create(dataset_columns)),
 )
