@@ -203,9 +203,11 @@ class ReconnectService:
             self._parked.setdefault(conn.client_id, []).append(saved)
             return {"stream": saved.stream, "status": "awaiting_auth"}
         flt = parse_filter(saved.params)
-        sub = self._subscriptions.subscribe(conn, stream, flt, self._clock.monotonic(), restoring=True)
-        recovered = self._broadcast.replay(sub, saved.last_offset, saved.epoch)
         offset, epoch = self._broadcast.position(stream)
+        prior = self._subscriptions.coverage(conn.client_id, stream, offset)
+        sub = self._subscriptions.subscribe(conn, stream, flt, self._clock.monotonic(), restoring=True)
+        recovered = self._broadcast.recover(sub, saved.last_offset, saved.epoch, prior)
+        sub.start = saved.last_offset if recovered else offset
         return {
             "stream": saved.stream,
             "status": "subscribed",
@@ -228,8 +230,8 @@ class ReconnectService:
             permission = CATALOG[sub.stream].permission
             if principal is not None and (permission is None or permission in principal.permissions):
                 continue
-            self._subscriptions.unsubscribe(conn.client_id, sub.stream)
             position, epoch = self._broadcast.position(sub.stream)
+            self._subscriptions.unsubscribe(conn.client_id, sub.stream, position)
             saved = SavedSubscription(sub.stream.value, sub.filter.params_dict(), position, epoch)
             self._parked.setdefault(conn.client_id, []).append(saved)
             revoked.append(sub.stream.value)
