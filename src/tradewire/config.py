@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     max_token_lifetime: int = Field(7 * 24 * 3600, gt=0, le=366 * 24 * 3600)
     token_expiry_grace: float = Field(30.0, ge=0)
     users_file: Path | None = None
+    # Guess throttling (login and reconnect; see tradewire/auth/throttle.py and docs/SECURITY.md)
+    login_failures_per_minute: float = Field(10.0, gt=0)  # failed logins per address, sustained
+    login_failure_burst: int = Field(10, ge=1)  # failed logins per address at once
+    auth_free_failures: int = Field(5, ge=1)  # per (account, address) before backoff starts
+    auth_backoff_base: float = Field(1.0, gt=0)  # seconds; doubles with each further failure
+    auth_backoff_max: float = Field(900.0, gt=0)
+    auth_account_failures_per_hour: int = Field(100, ge=1)  # all addresses; then known ones only
+
+    # HTTP side
+    http_docs: bool | None = None  # /docs, /redoc, /openapi.json; None: on in dev, off in production
+    ops_token: SecretStr | None = None  # when set, /stats and /metrics need "Authorization: Bearer"
 
     # Storage / cluster
     data_dir: Path = Path("data")
@@ -194,6 +205,19 @@ class Settings(BaseSettings):
     @property
     def users_path(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
+
+    @property
+    def docs_enabled(self) -> bool:
+        """Whether the HTTP app serves its OpenAPI schema and docs pages."""
+        return self.http_docs if self.http_docs is not None else self.mode is Mode.DEV
+
+    def check_production(self) -> None:
+        """Refuse settings production must not run with (the JWT secret is checked where it is
+        resolved): a weak operator token."""
+        if self.mode is Mode.PRODUCTION and self.ops_token is not None:
+            weakness = secret_weakness(self.ops_token.get_secret_value().encode())
+            if weakness is not None:
+                raise ConfigError(f"TRADEWIRE_OPS_TOKEN is too weak for production: {weakness}")
 
 
 def _env_config_file() -> Path | None:

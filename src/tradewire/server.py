@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from tradewire._version import PROTOCOL_VERSION, __version__
 from tradewire.auth.permissions import Permission
+from tradewire.auth.throttle import GuessThrottle, ThrottlePolicy
 from tradewire.auth.tokens import AuthHandler
 from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
@@ -30,7 +31,6 @@ from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
 from tradewire.core.flusher import Flusher
 from tradewire.core.lifecycle import ConnectionLifecycle, ConnectionLimits
-from tradewire.core.limits import KeyedRateLimiter
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
@@ -203,7 +203,16 @@ class WebSocketAPIServer:
             self.metrics,
             self.clock,
             ttl=s.session_ttl,
-            attempts=KeyedRateLimiter(s.reconnect_attempts_per_minute / 60, s.reconnect_burst),
+            attempts=GuessThrottle(
+                ThrottlePolicy(
+                    rate=s.reconnect_attempts_per_minute / 60,
+                    burst=s.reconnect_burst,
+                    free_failures=s.auth_free_failures,
+                    backoff_base=s.auth_backoff_base,
+                    backoff_max=s.auth_backoff_max,
+                    account_failures_per_hour=s.auth_account_failures_per_hour,
+                )
+            ),
         )
         self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
         self.auth_message_handler.after_auth = self.reconnect.resume_parked
