@@ -464,6 +464,11 @@ def _check_logs(captured: tuple[LogCapture, _Errors]) -> None:
 
 @pytest.mark.parametrize("transport", ["picows", "asgi"])
 @pytest.mark.timeout(TIME_LIMIT)
+# The keepalive pings of uvicorn and of the websockets clients draw ping payloads from the global
+# `random` on the server thread while Hypothesis draws; the strategies themselves never use it.
+@pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module:hypothesis.errors.HypothesisDeprecationWarning"
+)
 def test_fuzzed_messages_get_typed_replies_and_leave_the_connection_usable(
     harness: Harness, captured: tuple[LogCapture, _Errors], transport: str
 ) -> None:
