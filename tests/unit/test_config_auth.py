@@ -191,3 +191,25 @@ def test_token_lifetime_and_claims_are_bounded_before_use(tmp_path: Path) -> Non
     assert week.user_id == "kate"
     with pytest.raises(ConfigError):
         auth.mint("kate", Level.BASIC, ttl=auth.max_lifetime + 1)
+
+
+async def test_start_up_log_says_where_the_secret_came_from_and_warns_if_weak(tmp_path: Path) -> None:
+    """Generated now vs reused from the data directory; a weak dev secret is a loud warning."""
+    from structlog.testing import capture_logs
+
+    from tradewire import WebSocketAPIServer
+
+    async def events(**overrides: object) -> list[dict[str, object]]:
+        server = WebSocketAPIServer(settings=Settings(data_dir=tmp_path, ws_port=0, **overrides))  # type: ignore[arg-type]
+        with capture_logs() as logs:
+            await server.startup_embedded()
+        await server.stop()
+        return [e for e in logs if str(e["event"]).startswith("auth.")]
+
+    first, second = await events(), await events()
+    assert [e["detail"] for e in first] == ["dev mode: new JWT secret generated"]
+    assert [e["detail"] for e in second] == ["dev mode: reusing the JWT secret"]
+    weak = await events(jwt_secret="abc")
+    assert [e["event"] for e in weak] == ["auth.weak_secret"]
+    assert "32 bytes" in str(weak[0]["reason"])
+    assert await events(jwt_secret=secrets.token_urlsafe(32)) == []
