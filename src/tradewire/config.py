@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
+
+if TYPE_CHECKING:
+    from tradewire.auth.throttle import ThrottlePolicy
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -91,6 +94,8 @@ class Settings(BaseSettings):
     auth_backoff_base: float = Field(1.0, gt=0)  # seconds; doubles with each further failure
     auth_backoff_max: float = Field(900.0, gt=0)
     auth_account_failures_per_hour: int = Field(100, ge=1)  # all addresses; then known ones only
+    auth_known_addresses: int = Field(8, ge=1, le=64)  # per account, exempt from the cap above
+    auth_throttle_keys: int = Field(10_000, ge=100)  # entries per throttle table (LRU): memory bound
 
     # HTTP side
     http_docs: bool | None = None  # /docs, /redoc, /openapi.json; None: on in dev, off in production
@@ -205,6 +210,21 @@ class Settings(BaseSettings):
     @property
     def users_path(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
+
+    def throttle_policy(self, rate_per_minute: float, burst: int) -> ThrottlePolicy:
+        """A guess-throttle policy with these per-address limits and the shared account rules."""
+        from tradewire.auth.throttle import ThrottlePolicy
+
+        return ThrottlePolicy(
+            rate=rate_per_minute / 60,
+            burst=burst,
+            free_failures=self.auth_free_failures,
+            backoff_base=self.auth_backoff_base,
+            backoff_max=self.auth_backoff_max,
+            account_failures_per_hour=self.auth_account_failures_per_hour,
+            known_addresses=self.auth_known_addresses,
+            max_keys=self.auth_throttle_keys,
+        )
 
     @property
     def docs_enabled(self) -> bool:

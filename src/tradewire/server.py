@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from tradewire._version import PROTOCOL_VERSION, __version__
 from tradewire.auth.permissions import Permission
-from tradewire.auth.throttle import GuessThrottle, ThrottlePolicy
+from tradewire.auth.throttle import GuessThrottle
 from tradewire.auth.tokens import AuthHandler
 from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
@@ -203,16 +203,7 @@ class WebSocketAPIServer:
             self.metrics,
             self.clock,
             ttl=s.session_ttl,
-            attempts=GuessThrottle(
-                ThrottlePolicy(
-                    rate=s.reconnect_attempts_per_minute / 60,
-                    burst=s.reconnect_burst,
-                    free_failures=s.auth_free_failures,
-                    backoff_base=s.auth_backoff_base,
-                    backoff_max=s.auth_backoff_max,
-                    account_failures_per_hour=s.auth_account_failures_per_hour,
-                )
-            ),
+            attempts=GuessThrottle(s.throttle_policy(s.reconnect_attempts_per_minute, s.reconnect_burst)),
         )
         self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
         self.auth_message_handler.after_auth = self.reconnect.resume_parked

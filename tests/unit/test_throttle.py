@@ -53,17 +53,20 @@ def test_success_resets_and_refunds() -> None:
 
 
 def test_account_cap_exempts_known_addresses() -> None:
-    t = _throttle(account_failures_per_hour=3)
-    t.remember("alice", "home")
+    t = _throttle(account_failures_per_hour=3, known_addresses=2)
+    for address in ("old", "home", "work", "home"):
+        t.remember("alice", address)
     for n in range(3):
         assert _fail(t, "alice", f"bot{n}", 0.0) == 0
     assert t.check("alice", "bot9", 0.0) > 0
     assert t.check("alice", "home", 0.0) == 0
+    assert t.check("alice", "work", 0.0) == 0
+    assert t.check("alice", "old", 0.0) > 0  # only the last two are remembered
     assert t.check("bob", "bot9", 0.0) == 0
 
 
 def test_tables_are_bounded() -> None:
-    t = GuessThrottle(ThrottlePolicy(rate=1.0, burst=1), max_keys=50)
+    t = GuessThrottle(ThrottlePolicy(rate=1.0, burst=1, max_keys=50))
     for n in range(1000):
         _fail(t, f"user{n}", f"10.0.{n // 256}.{n % 256}", 0.0)
     assert max(len(t._by_address), len(t._backoff), len(t._by_account)) <= 50

@@ -12,7 +12,7 @@ throttle per address *and* per account with backoff instead. :class:`GuessThrott
   party slows down only its own guesses, never the owner's address.
 * **per account** — at most ``account_failures_per_hour`` failures from all addresses together
   (distributed guessing). Past it, only *known* addresses of the account (where it succeeded
-  before; the last ``KNOWN_ADDRESSES``) may still try, so the owner keeps working even then.
+  before; the last ``known_addresses``) may still try, so the owner keeps working even then.
 
 ``check`` reserves a failure slot (so concurrent requests cannot overshoot while a password is
 being verified) and returns 0 or the seconds to wait; ``succeeded`` gives the slot back.
@@ -29,8 +29,6 @@ from typing import TypeVar
 
 from tradewire.core.limits import TokenBucket
 
-KNOWN_ADDRESSES = 8
-
 
 @dataclass(frozen=True, slots=True)
 class ThrottlePolicy:
@@ -42,6 +40,8 @@ class ThrottlePolicy:
     backoff_base: float = 1.0  # seconds; doubles with each further failure
     backoff_max: float = 900.0
     account_failures_per_hour: int = 100
+    known_addresses: int = 8  # remembered per account (exempt from the per-account cap)
+    max_keys: int = 10_000  # entries per table (addresses, pairs, accounts), LRU-evicted
 
 
 @dataclass(slots=True)
@@ -72,8 +72,9 @@ class _Lru(OrderedDict[K, V]):
 class GuessThrottle:
     """Per-address, per-(account, address) and per-account throttling of failed guesses."""
 
-    def __init__(self, policy: ThrottlePolicy, max_keys: int = 10_000) -> None:
+    def __init__(self, policy: ThrottlePolicy) -> None:
         self.policy = policy
+        max_keys = policy.max_keys
         self._by_address: _Lru[str, TokenBucket] = _Lru(max_keys)
         self._backoff: _Lru[tuple[str, str], _Backoff] = _Lru(max_keys)
         self._by_account: _Lru[str, TokenBucket] = _Lru(max_keys)
@@ -115,7 +116,7 @@ class GuessThrottle:
         if address in known:
             known.remove(address)
         known.append(address)
-        del known[:-KNOWN_ADDRESSES]
+        del known[: -self.policy.known_addresses]
 
     def _account_wait(self, account: str, address: str, now: float) -> float:
         state = self._backoff.get((account, address))

@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, Field
 
 from tradewire._version import __version__
-from tradewire.auth.throttle import GuessThrottle, ThrottlePolicy, retry_after_header
+from tradewire.auth.throttle import GuessThrottle, retry_after_header
 from tradewire.auth.tokens import valid_user_id
 from tradewire.auth.users import UserStore
 from tradewire.config import Mode, Settings
@@ -63,16 +63,8 @@ class LoginResponse(BaseModel):
 
 def login_throttle(settings: Settings) -> GuessThrottle:
     """The login's guess throttle from settings."""
-    return GuessThrottle(
-        ThrottlePolicy(
-            rate=settings.login_failures_per_minute / 60,
-            burst=settings.login_failure_burst,
-            free_failures=settings.auth_free_failures,
-            backoff_base=settings.auth_backoff_base,
-            backoff_max=settings.auth_backoff_max,
-            account_failures_per_hour=settings.auth_account_failures_per_hour,
-        )
-    )
+    policy = settings.throttle_policy(settings.login_failures_per_minute, settings.login_failure_burst)
+    return GuessThrottle(policy)
 
 
 def create_http_app(server: WebSocketAPIServer) -> FastAPI:
