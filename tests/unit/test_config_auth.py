@@ -213,3 +213,11 @@ async def test_start_up_log_says_where_the_secret_came_from_and_warns_if_weak(tm
     assert [e["event"] for e in weak] == ["auth.weak_secret"]
     assert "32 bytes" in str(weak[0]["reason"])
     assert await events(jwt_secret=secrets.token_urlsafe(32)) == []
+
+
+def test_user_names_follow_the_token_subject_rule(tmp_path: Path) -> None:
+    store = UserStore(tmp_path / "users.json")
+    for name in ("", "k" * 129, "tab\there", "\u202eevil"):
+        with pytest.raises(ConfigError):
+            store.add(name, "correct horse battery", Level.BASIC)
+    store.add("Zoë Smith", "correct horse battery", Level.BASIC)
