@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest bench bench-fanout clean
+.PHONY: run test lint typecheck pytest fuzz bench bench-fanout clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest
+
+# Property-based fuzzing of the message path on both endpoints with a high example count
+# (minutes; CI runs the same module at a small count). FUZZ_EXAMPLES per endpoint.
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP)
+	TRADEWIRE_FUZZ_PROFILE=fuzz TRADEWIRE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(BIN)/python -m pytest -q tests/integration/test_fuzz.py --hypothesis-show-statistics
 
 bench: $(STAMP)
 	$(BIN)/python bench/rr_heartbeat.py

@@ -9,14 +9,22 @@ then the defaults below (the seed's limits). Flag names are the field names with
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import secrets
+import zlib
+from collections import Counter
 from contextvars import ContextVar
+from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
+
+if TYPE_CHECKING:
+    from tradewire.auth.throttle import ThrottlePolicy
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -30,6 +38,8 @@ from tradewire.errors import ConfigError
 _config_file: ContextVar[Path | None] = ContextVar("tradewire_config_file", default=None)
 
 MIN_SECRET_BYTES = 32
+MIN_SECRET_BITS = 80  # entropy estimate (see secret_weakness); 32 random hex characters give >= 94
+_ZLIB_OVERHEAD = 9  # bytes zlib adds to any input (header, checksum, block end)
 DEV_SECRET_FILE = ".jwt-dev-secret"
 
 
@@ -72,8 +82,24 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     token_ttl: int = Field(3600, gt=0)
+    # Tokens whose exp lies further ahead are refused (invalid_token): catches exp in milliseconds
+    # and tokens that would stay valid for ever if leaked. Default 7 days.
+    max_token_lifetime: int = Field(7 * 24 * 3600, gt=0, le=366 * 24 * 3600)
     token_expiry_grace: float = Field(30.0, ge=0)
     users_file: Path | None = None
+    # Guess throttling (login and reconnect; see tradewire/auth/throttle.py and docs/SECURITY.md)
+    login_failures_per_minute: float = Field(10.0, gt=0)  # failed logins per address, sustained
+    login_failure_burst: int = Field(10, ge=1)  # failed logins per address at once
+    auth_free_failures: int = Field(5, ge=1)  # per (account, address) before backoff starts
+    auth_backoff_base: float = Field(1.0, gt=0)  # seconds; doubles with each further failure
+    auth_backoff_max: float = Field(900.0, gt=0)
+    auth_account_failures_per_hour: int = Field(100, ge=1)  # all addresses; then known ones only
+    auth_known_addresses: int = Field(8, ge=1, le=64)  # per account, exempt from the cap above
+    auth_throttle_keys: int = Field(10_000, ge=100)  # entries per throttle table (LRU): memory bound
+
+    # HTTP side
+    http_docs: bool | None = None  # /docs, /redoc, /openapi.json; None: on in dev, off in production
+    ops_token: SecretStr | None = None  # when set, /stats and /metrics need "Authorization: Bearer"
 
     # Storage / cluster
     data_dir: Path = Path("data")
@@ -111,6 +137,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(20, ge=1)
     rate_limit_strikes: int = Field(50, ge=1)
     max_inflight_requests: int = Field(4, ge=1)
+    # Levels of objects/arrays in free-form fields (params, strategy_config); deeper: validation_error.
+    # At most 128: replies must stay far below the encoder's 254-level limit.
+    max_nesting_depth: int = Field(32, ge=4, le=128)
     max_subscriptions_per_client: int = Field(100, ge=1)
     subscribe_operations_per_hour: int = Field(50, ge=1)
     allowed_origins: CommaList = []
@@ -184,33 +213,122 @@ class Settings(BaseSettings):
     def users_path(self) -> Path:
         return self.users_file or self.data_dir / "users.json"
 
+    def throttle_policy(self, rate_per_minute: float, burst: int) -> ThrottlePolicy:
+        """A guess-throttle policy with these per-address limits and the shared account rules."""
+        from tradewire.auth.throttle import ThrottlePolicy
+
+        return ThrottlePolicy(
+            rate=rate_per_minute / 60,
+            burst=burst,
+            free_failures=self.auth_free_failures,
+            backoff_base=self.auth_backoff_base,
+            backoff_max=self.auth_backoff_max,
+            account_failures_per_hour=self.auth_account_failures_per_hour,
+            known_addresses=self.auth_known_addresses,
+            max_keys=self.auth_throttle_keys,
+        )
+
+    @property
+    def docs_enabled(self) -> bool:
+        """Whether the HTTP app serves its OpenAPI schema and docs pages."""
+        return self.http_docs if self.http_docs is not None else self.mode is Mode.DEV
+
+    def check_production(self) -> None:
+        """Refuse settings production must not run with (the JWT secret is checked where it is
+        resolved): a weak operator token."""
+        if self.mode is Mode.PRODUCTION and self.ops_token is not None:
+            weakness = secret_weakness(self.ops_token.get_secret_value().encode())
+            if weakness is not None:
+                raise ConfigError(f"TRADEWIRE_OPS_TOKEN is too weak for production: {weakness}")
+
 
 def _env_config_file() -> Path | None:
     value = os.environ.get("TRADEWIRE_CONFIG_FILE")
     return Path(value) if value else None
 
 
-def resolve_jwt_secret(settings: Settings) -> tuple[bytes | None, bool]:
-    """The HMAC secret to use, and whether it was generated for dev mode.
+class SecretSource(StrEnum):
+    """Where the HS256 secret came from (said in the start-up log)."""
 
-    Production refuses to start without a secret of at least 32 bytes. Dev mode without a secret
+    CONFIGURED = "configured"  # TRADEWIRE_JWT_SECRET / flag / TOML
+    GENERATED = "generated"  # dev mode, first start: a new random secret written to data_dir
+    REUSED = "reused"  # dev mode: the secret generated by an earlier start, read from data_dir
+
+
+@dataclass(frozen=True, slots=True)
+class JwtSecret:
+    """The resolved HS256 secret, where it came from, and why it is weak (None: it is not)."""
+
+    value: bytes | None
+    source: SecretSource | None
+    weakness: str | None = None
+
+
+def secret_weakness(secret: bytes) -> str | None:
+    """Why ``secret`` is too weak to sign tokens, or None.
+
+    Rule: at least ``MIN_SECRET_BYTES`` bytes, and an entropy estimate of at least
+    ``MIN_SECRET_BITS``. The estimate looks at the secret's shortest repeating unit ("password"
+    five times counts as "password" once) and takes the lowest of: the Shannon entropy of its
+    bytes times their number, the same for the differences between neighbouring bytes (catches
+    "abcdef..." and "0123..."), and its zlib-compressed size in bits. Random secrets pass easily
+    (32 random hex characters estimate >= 94 bits, ``secrets.token_urlsafe(32)`` >= 200); a
+    cracked "abc", "a"*40 or a repeated word does not. Dictionary phrases without repeats can
+    still pass: generate secrets, do not choose them.
+    """
+    if len(secret) < MIN_SECRET_BYTES:
+        return f"shorter than {MIN_SECRET_BYTES} bytes ({len(secret)})"
+    bits = entropy_estimate(secret)
+    if bits < MIN_SECRET_BITS:
+        return f"low entropy (estimated {bits:.0f} bits, at least {MIN_SECRET_BITS} needed)"
+    return None
+
+
+def entropy_estimate(secret: bytes) -> float:
+    """A conservative entropy estimate in bits (see :func:`secret_weakness`)."""
+    unit = _repeating_unit(secret)
+    steps = bytes((b - a) & 0xFF for a, b in pairwise(unit))
+    compressed = (len(zlib.compress(unit, 9)) - _ZLIB_OVERHEAD) * 8
+    return max(0.0, min(_shannon_bits(unit), _shannon_bits(steps) + 8, compressed))
+
+
+def _repeating_unit(data: bytes) -> bytes:
+    size = len(data)
+    for period in range(1, size // 2 + 1):
+        if data[period:] == data[:-period]:
+            return data[:period]
+    return data
+
+
+def _shannon_bits(data: bytes) -> float:
+    size = len(data)
+    return -sum(n * math.log2(n / size) for n in Counter(data).values()) if size else 0.0
+
+
+def resolve_jwt_secret(settings: Settings) -> JwtSecret:
+    """The HMAC secret to use, where it came from, and whether it is weak.
+
+    Production refuses to start without a strong secret (:func:`secret_weakness`); dev mode
+    accepts a weak one (the server logs a loud warning on every start). Dev mode without a secret
     generates one and keeps it in ``data_dir/.jwt-dev-secret`` (mode 0600), so that ``tradewire
     token`` and a restarted server agree on it.
     """
     if settings.jwt_algorithm is not JwtAlgorithm.HS256:
-        return None, False
+        return JwtSecret(None, None)
     if settings.jwt_secret is not None:
         secret = settings.jwt_secret.get_secret_value().encode()
-        if len(secret) < MIN_SECRET_BYTES and settings.mode is Mode.PRODUCTION:
-            raise ConfigError(f"TRADEWIRE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
-        return secret, False
+        weakness = secret_weakness(secret)
+        if weakness is not None and settings.mode is Mode.PRODUCTION:
+            raise ConfigError(f"TRADEWIRE_JWT_SECRET is too weak for production: {weakness}")
+        return JwtSecret(secret, SecretSource.CONFIGURED, weakness)
     if settings.mode is Mode.PRODUCTION:
-        raise ConfigError("production mode requires TRADEWIRE_JWT_SECRET (at least 32 bytes)")
+        raise ConfigError("production mode requires TRADEWIRE_JWT_SECRET (at least 32 random bytes)")
     path = settings.data_dir / DEV_SECRET_FILE
     if path.is_file():
-        return path.read_bytes().strip(), True
+        secret = path.read_bytes().strip()
+        return JwtSecret(secret, SecretSource.REUSED, secret_weakness(secret))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48).encode()
     path.touch(mode=0o600)
     path.write_bytes(secret)
-    return secret, True
+    return JwtSecret(secret, SecretSource.GENERATED)

@@ -15,21 +15,22 @@ import time
 from typing import Any
 
 import structlog
+from pydantic import SecretStr
 
 from tradewire._version import PROTOCOL_VERSION, __version__
 from tradewire.auth.permissions import Permission
+from tradewire.auth.throttle import GuessThrottle
 from tradewire.auth.tokens import AuthHandler
 from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.clock import Clock, SystemClock
-from tradewire.config import Settings
+from tradewire.config import DEV_SECRET_FILE, SecretSource, Settings
 from tradewire.controller import Controller
 from tradewire.core.client_utils import parse_networks
 from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
 from tradewire.core.flusher import Flusher
 from tradewire.core.lifecycle import ConnectionLifecycle, ConnectionLimits
-from tradewire.core.limits import KeyedRateLimiter
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
@@ -78,6 +79,7 @@ class WebSocketAPIServer:
                 "ws_port": port,
                 "max_connections": max_connections,
                 "heartbeat_interval": heartbeat_interval,
+                "jwt_secret": SecretStr(jwt_secret) if jwt_secret is not None else None,
             }.items()
             if value is not None
         }
@@ -104,7 +106,7 @@ class WebSocketAPIServer:
             self.metrics, s.max_connections, s.max_connections_per_user
         )
         self.message_router = MessageRouter(
-            self.clock, self.error_handler, self.metrics, s.max_inflight_requests
+            self.clock, self.error_handler, self.metrics, s.max_inflight_requests, s.max_nesting_depth
         )
         limits = ConnectionLimits(
             heartbeat_interval=s.heartbeat_interval,
@@ -185,7 +187,7 @@ class WebSocketAPIServer:
             self.metrics,
             self.clock,
             ttl=s.session_ttl,
-            attempts=KeyedRateLimiter(s.reconnect_attempts_per_minute / 60, s.reconnect_burst),
+            attempts=GuessThrottle(s.throttle_policy(s.reconnect_attempts_per_minute, s.reconnect_burst)),
         )
         self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
         self.auth_message_handler.after_auth = self.reconnect.resume_parked
@@ -247,10 +249,7 @@ class WebSocketAPIServer:
         """Start the parts without a listening socket (endpoint mounted in an ASGI app)."""
         if self._embedded:
             return
-        if self.auth_handler.secret_generated:
-            self.logger.warning(
-                "auth.dev_secret", detail="dev mode: JWT secret generated and stored in the data directory"
-            )
+        self._log_secret()
         self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
         self.event_bridge.start()
         if self._owns_bus:
@@ -348,6 +347,23 @@ class WebSocketAPIServer:
         return {"status": "healthy" if healthy else "unhealthy", "components": components}
 
     # ------------------------------------------------------------------ helpers
+    def _log_secret(self) -> None:
+        """Say where the HS256 secret came from, and warn loudly when it is weak (dev mode only:
+        production refuses to start with one)."""
+        auth = self.auth_handler
+        path = str(self.settings.data_dir / DEV_SECRET_FILE)
+        if auth.secret_source is SecretSource.GENERATED:
+            self.logger.warning("auth.dev_secret", detail="dev mode: new JWT secret generated", path=path)
+        elif auth.secret_source is SecretSource.REUSED:
+            self.logger.warning("auth.dev_secret", detail="dev mode: reusing the JWT secret", path=path)
+        if auth.secret_weakness is not None:
+            self.logger.warning(
+                "auth.weak_secret",
+                detail="WEAK JWT SECRET: anyone holding one token can brute-force it and mint admin "
+                "tokens; production mode refuses to start with it",
+                reason=auth.secret_weakness,
+            )
+
     async def _store_health(self) -> dict[str, Any]:
         backend = "redis" if self.settings.redis_url else "memory"
         try:

@@ -161,3 +161,53 @@ def test_owner_scoped_filter_passes_only_the_owner_and_ownerless_messages() -> N
     assert flt.matches({"signal_type": "S1"})  # a live signal has no owner
     assert not flt.matches({"session_id": "s_2", "owner": "bob"})
     assert parse_filter({}).matches({"owner": "bob"})  # admins (no owner) see everything
+
+
+async def test_replay_after_conflated_frames_keeps_offset_order() -> None:
+    """A paused connection holds market data for conflation; recovery queued now must not pass
+    those older held frames (they are moved into the batch first)."""
+    clock, metrics = ManualClock(), ServerMetrics()
+    manager = SubscriptionManager()
+    provider = BroadcastProvider(manager, metrics, clock)
+    conn, out = make_conn(clock, metrics, queue_limit=1 << 20)
+    sub = manager.subscribe(conn, Stream.MARKET_DATA, parse_filter({}), 0)
+    conn.pause()
+    for price in (1, 2, 3):
+        provider.publish(Stream.MARKET_DATA, {"symbol": "BTC", "p": price})  # held: only 3 kept
+    manager.unsubscribe(conn.client_id, Stream.MARKET_DATA, 3)
+    provider.publish(Stream.MARKET_DATA, {"symbol": "ETH", "p": 4})  # missed while unsubscribed
+    epoch = provider.position(Stream.MARKET_DATA)[1]
+    prior = manager.coverage(conn.client_id, Stream.MARKET_DATA, 4)
+    sub = manager.subscribe(conn, Stream.MARKET_DATA, parse_filter({}), 0)
+    assert provider.recover(sub, 2, epoch, prior) is True
+    conn.flush()
+    assert [f["offset"] for f in out.frames] == [3, 4]
+
+
+async def test_coverage_tells_what_a_connection_may_already_hold() -> None:
+    clock, metrics = ManualClock(), ServerMetrics()
+    manager = SubscriptionManager()
+    provider = BroadcastProvider(manager, metrics, clock)
+    conn, _ = make_conn(clock, metrics)
+
+    def publish(count: int) -> int:
+        for n in range(count):
+            provider.publish(Stream.SIGNALS, {"n": n})
+        return provider.position(Stream.SIGNALS)[0]
+
+    assert manager.coverage(conn.client_id, Stream.SIGNALS, 0) is None
+    sub = manager.subscribe(conn, Stream.SIGNALS, parse_filter({}), 0)
+    sub.start = publish(5)
+    live = manager.coverage(conn.client_id, Stream.SIGNALS, publish(2))
+    assert live is not None and (live.start, live.floor) == (5, 7)
+    manager.unsubscribe(conn.client_id, Stream.SIGNALS, publish(1))
+    ended = manager.coverage(conn.client_id, Stream.SIGNALS, publish(1))
+    assert ended is not None and (ended.start, ended.floor) == (5, 8)
+    epoch = provider.position(Stream.SIGNALS)[1]
+    again = manager.subscribe(conn, Stream.SIGNALS, parse_filter({}), 0)
+    assert provider.recover(again, 4, epoch, ended) is False  # 5 was never queued to it
+    conn.batch.clear()  # what the live subscription queued (flushed in a real loop)
+    assert provider.recover(again, 6, epoch, ended) is True  # 7..8 queued before, 9 replayed
+    assert [f.offset for f in conn.batch] == [9]
+    assert provider.recover(again, 6, "other", ended) is False
+    assert provider.recover(again, 9 + 1000, epoch, None) is False  # beyond the stream's position

@@ -4,6 +4,11 @@ HS256 with a shared secret by default; RS256/ES256 verify with a public key (and
 private key is configured). ``exp`` is required; ``iss``/``aud`` are checked when configured. The
 accepted algorithm list holds exactly the configured algorithm, so ``alg: none`` and algorithm
 confusion (an RS256 public key used as an HS256 secret) are rejected by PyJWT itself.
+
+Claims that reach replies, logs and saved sessions are checked here, before anything uses them,
+so a validly signed token can still be refused but never half-applied: ``sub`` must be printable
+text (no control, format or surrogate characters) of at most 128 characters, and ``exp`` a number
+at most ``max_lifetime`` seconds ahead (an ``exp`` in milliseconds would otherwise never expire).
 """
 
 from __future__ import annotations
@@ -11,17 +16,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from jwt.types import Options
+from pydantic import SecretStr
 
 from tradewire.auth.permissions import Level, Permission, permissions_for
-from tradewire.config import JwtAlgorithm, Settings, resolve_jwt_secret
+from tradewire.config import JwtAlgorithm, SecretSource, Settings, resolve_jwt_secret
 from tradewire.errors import AuthError, ConfigError
 from tradewire.protocol.codes import ErrorCode
 
 LEEWAY_SECONDS = 5
+MAX_USER_ID = 128
+DEFAULT_MAX_LIFETIME = 7 * 24 * 3600  # Settings.max_token_lifetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,7 @@ class AuthHandler:
         issuer: str | None = None,
         audience: str | None = None,
         token_ttl: int = 3600,
+        max_lifetime: int = DEFAULT_MAX_LIFETIME,
     ) -> None:
         self.algorithm = algorithm
         self._verify_key = verify_key
@@ -52,26 +61,30 @@ class AuthHandler:
         self._issuer = issuer
         self._audience = audience
         self.token_ttl = token_ttl
-        self.secret_generated = False
+        self.max_lifetime = max_lifetime  # seconds an accepted exp may lie ahead of now
+        self.secret_source: SecretSource | None = None  # HS256: where the secret came from
+        self.secret_weakness: str | None = None  # HS256: why the secret is weak (dev mode only)
 
     @classmethod
     def from_settings(cls, settings: Settings, jwt_secret: str | None = None) -> AuthHandler:
         """Build from settings; ``jwt_secret`` (the seed's constructor argument) wins over settings."""
         if settings.jwt_algorithm is JwtAlgorithm.HS256:
-            if jwt_secret is not None:
-                secret: bytes | None = jwt_secret.encode()
-                generated = False
-            else:
-                secret, generated = resolve_jwt_secret(settings)
+            resolved = resolve_jwt_secret(
+                settings
+                if jwt_secret is None
+                else settings.model_copy(update={"jwt_secret": SecretStr(jwt_secret)})
+            )
             handler = cls(
                 settings.jwt_algorithm,
-                secret,
-                secret,
+                resolved.value,
+                resolved.value,
                 settings.jwt_issuer,
                 settings.jwt_audience,
                 settings.token_ttl,
+                settings.max_token_lifetime,
             )
-            handler.secret_generated = generated
+            handler.secret_source = resolved.source
+            handler.secret_weakness = resolved.weakness
             return handler
         if settings.jwt_public_key_file is None:
             raise ConfigError(f"{settings.jwt_algorithm} requires TRADEWIRE_JWT_PUBLIC_KEY_FILE")
@@ -83,6 +96,7 @@ class AuthHandler:
             settings.jwt_issuer,
             settings.jwt_audience,
             settings.token_ttl,
+            settings.max_token_lifetime,
         )
 
     def verify(self, token: str) -> Principal:
@@ -104,14 +118,17 @@ class AuthHandler:
             raise AuthError(ErrorCode.INVALID_TOKEN, f"token lacks the '{exc.claim}' claim") from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(ErrorCode.INVALID_TOKEN, _reason(exc)) from exc
-        return _principal(claims)
+        return _principal(claims, time.time() + self.max_lifetime + LEEWAY_SECONDS)
 
     def mint(self, user_id: str, level: Level, ttl: int | None = None) -> tuple[str, float]:
         """A signed token for ``user_id`` and its expiry (epoch seconds)."""
         if self._signing_key is None:
             raise ConfigError("no signing key configured (set TRADEWIRE_JWT_PRIVATE_KEY_FILE)")
+        lifetime = ttl if ttl is not None else self.token_ttl
+        if lifetime > self.max_lifetime:
+            raise ConfigError(f"ttl {lifetime} s exceeds max_token_lifetime ({self.max_lifetime} s)")
         now = int(time.time())
-        exp = now + (ttl if ttl is not None else self.token_ttl)
+        exp = now + lifetime
         claims: dict[str, Any] = {"sub": user_id, "level": level.value, "iat": now, "exp": exp}
         if self._issuer:
             claims["iss"] = self._issuer
@@ -120,15 +137,28 @@ class AuthHandler:
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm.value), float(exp)
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _principal(claims: dict[str, Any], latest_exp: float) -> Principal:
+    """The principal of verified ``claims``; every claim a reply or a saved session uses is
+    checked first, so a refused token changes nothing."""
     user_id = claims.get("sub")
-    if not isinstance(user_id, str) or not user_id or len(user_id) > 128:
-        raise AuthError(ErrorCode.INVALID_TOKEN, "token 'sub' must be a non-empty string")
+    if not valid_user_id(user_id):
+        raise AuthError(ErrorCode.INVALID_TOKEN, f"token 'sub' must be 1..{MAX_USER_ID} printable characters")
     try:
         level = Level(claims.get("level", Level.BASIC.value))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise AuthError(ErrorCode.INVALID_TOKEN, "token 'level' is not a known level") from exc
-    return Principal(user_id, level, permissions_for(level), float(claims["exp"]))
+    exp = claims["exp"]
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise AuthError(ErrorCode.INVALID_TOKEN, "token 'exp' must be a number")
+    if exp > latest_exp:
+        raise AuthError(ErrorCode.INVALID_TOKEN, "token lifetime exceeds the server's maximum")
+    return Principal(user_id, level, permissions_for(level), float(exp))
+
+
+def valid_user_id(value: object) -> TypeGuard[str]:
+    """A user id fit for replies and logs: 1..128 printable characters (``str.isprintable`` is
+    False for control, format — e.g. bidi overrides —, surrogate and unassigned code points)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_USER_ID and value.isprintable()
 
 
 def _reason(exc: jwt.InvalidTokenError) -> str:

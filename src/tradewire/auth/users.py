@@ -21,9 +21,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from tradewire.auth.permissions import Level
+from tradewire.auth.tokens import MAX_USER_ID, valid_user_id
 from tradewire.errors import ConfigError
 
-MAX_USERNAME = 128
+MAX_USERNAME = MAX_USER_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,8 @@ class UserStore:
 
     def add(self, name: str, password: str, level: Level) -> None:
         """Create or replace ``name`` with a fresh hash; the file is replaced atomically."""
-        if not name or len(name) > MAX_USERNAME:
-            raise ConfigError(f"user name must be 1..{MAX_USERNAME} characters")
+        if not valid_user_id(name):  # it becomes a token's ``sub``: the same rule applies
+            raise ConfigError(f"user name must be 1..{MAX_USERNAME} printable characters")
         if len(password) < 8:
             raise ConfigError("password must be at least 8 characters")
         data = self._load()

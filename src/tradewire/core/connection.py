@@ -252,6 +252,23 @@ class Connection:
             if was_empty:
                 self._flusher.mark(self)
 
+    def release_held(self, stream: str) -> None:
+        """Move ``stream``'s conflated frames into the batch now, before replayed or latest
+        frames of that stream are queued behind them (they are older: released later, they would
+        arrive out of offset order)."""
+        held = self.held
+        if not held:
+            return
+        frames = sorted((f for f in held.values() if f.stream == stream), key=_offset)
+        if not frames:
+            return
+        for frame in frames:
+            del held[frame.key]
+        was_empty = not self.batch
+        self.batch.extend(frames)
+        if was_empty and not self.closed:
+            self._flusher.mark(self)
+
     def close(self, code: CloseCode, reason: str) -> None:
         """Close from the server side with a registered code; idempotent."""
         if self.closed:

@@ -109,7 +109,14 @@ class ConnectionLifecycle:
         extras = await self._resume(conn, token)
         if not outbound.is_open():
             return conn  # gone while restoring: the transport's close saves the session again
-        conn.send(orjson.dumps(self._welcome(conn, extras)))
+        try:
+            welcome = orjson.dumps(self._welcome(conn, extras))
+        except TypeError:  # orjson.JSONEncodeError: a saved session holds a value it cannot write
+            self._log.exception("reconnect.unencodable_session", client_id=conn.client_id)
+            conn.reconnect_hash = None  # the session is unusable: never save it again
+            conn.close(CloseCode.INTERNAL_ERROR, "session could not be restored")
+            return conn  # the transport reports the close; lifecycle.closed releases the slot
+        conn.send(welcome)
         self._log.info(
             "connection.opened",
             client_id=conn.client_id,

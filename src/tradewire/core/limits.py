@@ -7,8 +7,6 @@ caller (a monotonic reading), so both are pure and testable.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 
 class RateLimiter:
     """Generic cell rate algorithm: ``rate`` per second sustained, ``burst`` at once.
@@ -56,27 +54,15 @@ class TokenBucket:
         self._tokens = tokens
         return False
 
+    def available(self, now: float, cost: float = 1.0) -> bool:
+        """Whether ``take(now, cost)`` would succeed (nothing is spent)."""
+        return min(self._tokens + (now - self._stamp) * self.rate, self.capacity) >= cost
+
+    def refund(self, cost: float = 1.0) -> None:
+        """Give back ``cost`` tokens taken for an attempt that turned out not to count."""
+        self._tokens = min(self._tokens + cost, self.capacity)
+
     def retry_after(self, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens will be available (as of the last ``take``)."""
         missing = cost - self._tokens
         return 0.0 if missing <= 0 else missing / self.rate
-
-
-class KeyedRateLimiter:
-    """One :class:`TokenBucket` per key (e.g. client address), least recently used evicted.
-
-    Memory stays bounded by ``max_keys`` whatever the number of distinct keys seen.
-    """
-
-    def __init__(self, rate: float, burst: int, max_keys: int = 10_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def allow(self, key: str, now: float) -> bool:
-        bucket = self._buckets.pop(key, None) or TokenBucket(self.rate, self.burst, now)
-        self._buckets[key] = bucket
-        if len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-        return bucket.take(now)

@@ -30,7 +30,15 @@ from tradewire.core.connection import Connection
 from tradewire.errors import ErrorHandler, RequestError
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode, ErrorCode
-from tradewire.protocol.messages import MESSAGE_CLASSES, Message, MessageType, new_decoder
+from tradewire.protocol.messages import (
+    MAX_SAFE_INTEGER,
+    MESSAGE_CLASSES,
+    Message,
+    MessageType,
+    free_fields,
+    new_decoder,
+    too_deep,
+)
 
 Reply = dict[str, Any] | None
 Handler = Callable[[Connection, Any], Reply | Awaitable[Reply]]
@@ -41,6 +49,7 @@ _dumps = orjson.dumps
 _MISSING_FIELD = re.compile(r"Object missing required field `([^`]+)`")
 LATENCY_SAMPLE_MASK = 63  # time sync handlers for one message in 64 (async ones: always)
 _MAX_ID_LENGTH = 64
+DEFAULT_MAX_DEPTH = 32  # levels of objects/arrays in a free-form field (Settings.max_nesting_depth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +69,26 @@ class Route:
     requires_auth: bool
     permission: Permission | None
     is_async: bool
+    free_fields: tuple[str, ...] = ()  # fields of arbitrary JSON, depth-checked before dispatch
+    checked: bool = False  # requires_auth or free_fields: one test on the hot path for both
 
 
 class MessageRouter:
     """Dispatch table from message struct class to :class:`Route`."""
 
     def __init__(
-        self, clock: Clock, errors: ErrorHandler, metrics: ServerMetrics, max_inflight: int = 4
+        self,
+        clock: Clock,
+        errors: ErrorHandler,
+        metrics: ServerMetrics,
+        max_inflight: int = 4,
+        max_depth: int = DEFAULT_MAX_DEPTH,
     ) -> None:
         self._clock = clock
         self._errors = errors
         self._metrics = metrics
         self._max_inflight = max_inflight
+        self._max_depth = max_depth
         self._decode = new_decoder().decode
         self._monotonic = clock.monotonic
         self._iso_now = clock.iso_now
@@ -90,7 +107,11 @@ class MessageRouter:
     ) -> None:
         """Route ``message_type`` to ``handler`` (sync or async) with its access rules."""
         is_async = inspect.iscoroutinefunction(handler)
-        self._routes[MESSAGE_CLASSES[message_type]] = Route(handler, requires_auth, permission, is_async)
+        cls = MESSAGE_CLASSES[message_type]
+        fields = free_fields(cls)
+        self._routes[cls] = Route(
+            handler, requires_auth, permission, is_async, fields, requires_auth or bool(fields)
+        )
 
     def include(self, specs: Iterable[RouteSpec]) -> None:
         """Register every route of a handler's table."""
@@ -113,41 +134,44 @@ class MessageRouter:
 
         This is the hot path of every request (a heartbeat costs ~1 µs here on top of the
         transport): one clock read serves the rate limit and the keepalive, sync handlers run
-        inline, and handler latency is timed for one message in ``LATENCY_SAMPLE``.
+        inline, and handler latency is timed for one message in ``LATENCY_SAMPLE``. It never
+        raises: a handler's failure, a reply that cannot be encoded or any other surprise ends in
+        a typed error envelope (the ``try`` costs nothing until something raises).
         """
-        self._metrics.messages_in += 1
-        now = self._monotonic()
-        conn.last_seen = now
-        rate = conn.rate
-        tat = rate.tat if rate.tat > now else now  # RateLimiter.allow, inlined on the hot path
-        if tat - now > rate.tolerance:
-            self._reject_rate(conn, data, now)
-            return
-        rate.tat = tat + rate.interval
+        message: Message | None = None
         try:
-            message = self._decode(data)
-        except msgspec.DecodeError as exc:
-            self._reply_decode_error(conn, data, exc)
-            return
-        route = self._routes.get(type(message), self._unserved)
-        if route.requires_auth and not self._allowed(conn, route, message.id):
-            return
-        if route.is_async:
-            self._submit(conn, route, message)
-            return
-        if self._metrics.messages_in & LATENCY_SAMPLE_MASK:
+            self._metrics.messages_in += 1
+            now = self._monotonic()
+            conn.last_seen = now
+            rate = conn.rate
+            tat = rate.tat if rate.tat > now else now  # RateLimiter.allow, inlined on the hot path
+            if tat - now > rate.tolerance:
+                self._reject_rate(conn, data, now)
+                return
+            rate.tat = tat + rate.interval
             try:
+                message = self._decode(data)
+            except (msgspec.DecodeError, RecursionError) as exc:
+                self._reply_undecodable(conn, data, exc)
+                return
+            route = self._routes.get(type(message), self._unserved)
+            if route.checked and not self._admit(conn, route, message):
+                return
+            if route.is_async:
+                self._submit(conn, route, message)
+                return
+            if self._metrics.messages_in & LATENCY_SAMPLE_MASK:
                 reply: Reply = route.handler(conn, message)  # type: ignore[assignment]
-            except Exception as exc:  # noqa: BLE001 - boundary: mapped to an envelope, never raw text
-                reply = self._failure_reply(exc, conn, message)
-        else:
-            reply = self._timed_call(conn, route, message)
-        if reply is not None:
-            if message.id is not None:
-                reply["id"] = message.id
-            if "timestamp" not in reply:
-                reply["timestamp"] = self._iso_now()
-            conn.send(_dumps(reply))
+            else:
+                reply = self._timed_call(conn, route, message)
+            if reply is not None:
+                if message.id is not None:
+                    reply["id"] = message.id
+                if "timestamp" not in reply:
+                    reply["timestamp"] = self._iso_now()
+                conn.send(_dumps(reply))
+        except Exception as exc:  # noqa: BLE001 - boundary: mapped to an envelope, never raw text
+            self._failed(exc, conn, message)
 
     def _timed_call(self, conn: Connection, route: Route, message: Message) -> Reply:
         """A sync handler call that also feeds the latency histogram (one message in 64)."""
@@ -158,6 +182,42 @@ class MessageRouter:
             reply = self._failure_reply(exc, conn, message)
         self._metrics.observe_latency(message.__struct_config__.tag, time.perf_counter() - started)  # type: ignore[arg-type]
         return reply
+
+    def _failed(self, exc: Exception, conn: Connection, message: Message | None) -> None:
+        """A sync handler raised, or its reply could not be encoded (``orjson`` refuses e.g.
+        integers beyond 64 bits — a validation gap, logged as a server error), or anything else
+        went wrong: the client gets the RequestError's envelope or ``internal_error`` with a
+        correlation id, never a dropped connection (1011)."""
+        if message is None:
+            self._metrics.errors[ErrorCode.INTERNAL_ERROR.value] += 1
+            envelope = self._errors.internal(exc, None, client_id=conn.client_id, stage="router")
+        else:
+            envelope = self._failure_reply(exc, conn, message) | _id_field(message.id)
+        self._send_envelope(conn, envelope)
+
+    def _admit(self, conn: Connection, route: Route, message: Message) -> bool:
+        """Authentication, permission and nesting checks of routes that need any of them."""
+        if route.requires_auth and not self._allowed(conn, route, message.id):
+            return False
+        return not (route.free_fields and self._too_deep(conn, route, message))
+
+    def _too_deep(self, conn: Connection, route: Route, message: Message) -> bool:
+        """Free-form fields (``params``...) nested deeper than ``max_depth``: validation_error.
+
+        Bounded depth keeps every value a handler stores or echoes encodable (orjson stops at
+        254 levels) and keeps recursive validators far from Python's recursion limit.
+        """
+        for name in route.free_fields:
+            if too_deep(getattr(message, name), self._max_depth):
+                self.send_error(
+                    conn,
+                    ErrorCode.VALIDATION_ERROR,
+                    f"`{name}` is nested more than {self._max_depth} levels deep",
+                    message.id,
+                    {"path": f"$.{name}", "max_depth": self._max_depth},
+                )
+                return True
+        return False
 
     def _failure_reply(self, exc: Exception, conn: Connection, message: Message) -> dict[str, Any]:
         """The envelope for a handler exception: its RequestError, a translated domain error, or
@@ -223,7 +283,7 @@ class MessageRouter:
             reply["id"] = request_id
         if "timestamp" not in reply:
             reply["timestamp"] = self._clock.iso_now()
-        conn.send(_dumps(reply))
+        self._send_envelope(conn, reply)
 
     def send_error(
         self,
@@ -235,7 +295,18 @@ class MessageRouter:
     ) -> None:
         """Send one error envelope to ``conn`` (``request_id`` only for direct replies)."""
         self._metrics.errors[code.value] += 1
-        conn.send(orjson.dumps(self._errors.envelope(code, message, request_id, details)))
+        self._send_envelope(conn, self._errors.envelope(code, message, request_id, details))
+
+    def _send_envelope(self, conn: Connection, reply: dict[str, Any]) -> None:
+        """Encode and send ``reply``; one that cannot be encoded becomes ``internal_error``."""
+        try:
+            payload = _dumps(reply)
+        except TypeError as exc:  # orjson.JSONEncodeError (integers beyond 64 bits, deep nesting...)
+            self._metrics.errors[ErrorCode.INTERNAL_ERROR.value] += 1
+            request_id = _valid_id(reply.get("id"))
+            envelope = self._errors.internal(exc, request_id, client_id=conn.client_id, stage="encode")
+            payload = _dumps(envelope)
+        conn.send(payload)
 
     def _internal_reply(self, exc: Exception, conn: Connection, message: Message) -> dict[str, Any]:
         self._metrics.errors[ErrorCode.INTERNAL_ERROR.value] += 1
@@ -254,6 +325,22 @@ class MessageRouter:
             "too many messages",
             _peek_id(data),
             {"retry_after": round(conn.rate.retry_after(now), 3)},
+        )
+
+    def _reply_undecodable(self, conn: Connection, data: bytes, exc: Exception) -> None:
+        if isinstance(exc, msgspec.DecodeError):
+            self._reply_decode_error(conn, data, exc)
+        else:
+            self._reply_too_deep(conn, data)
+
+    def _reply_too_deep(self, conn: Connection, data: bytes) -> None:
+        """The decoder gave up on the nesting (hundreds of levels, anywhere in the message)."""
+        self.send_error(
+            conn,
+            ErrorCode.VALIDATION_ERROR,
+            "message is nested too deeply",
+            _peek_id(data),
+            {"path": "$", "max_depth": self._max_depth},
         )
 
     def _reply_decode_error(self, conn: Connection, data: bytes, exc: msgspec.DecodeError) -> None:
@@ -290,12 +377,19 @@ def _unserved(conn: Connection, message: Message) -> Reply:
 
 
 def _valid_id(value: object) -> str | int | None:
-    """The request id if it is a usable one (so even a rejected message gets its id echoed)."""
+    """The request id if it is a usable one (so even a rejected message gets its id echoed):
+    the same rule as the schema's ``RequestId``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) or (isinstance(value, str) and len(value) <= _MAX_ID_LENGTH):
+    if isinstance(value, int):
+        return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else None
+    if isinstance(value, str) and len(value) <= _MAX_ID_LENGTH:
         return value
     return None
+
+
+def _id_field(request_id: str | int | None) -> dict[str, Any]:
+    return {} if request_id is None else {"id": request_id}
 
 
 def _peek_id(data: bytes) -> str | int | None:

@@ -52,10 +52,10 @@ class AuthMessageHandler:
         return [RouteSpec(MessageType.AUTH, self.handle_auth, requires_auth=False)]
 
     def handle_auth(self, conn: Connection, message: Auth) -> dict[str, Any]:
+        """Verify, build the reply, and only then change the connection: anything that can fail
+        (verification, claims, formatting the expiry, the per-user limit) fails before the
+        connection is touched, so an error reply never comes with changed state."""
         principal = self._auth.verify(message.token)
-        self._connections.bind_user(conn, principal)
-        self.watch_expiry(conn, principal)
-        revoked = self.on_privileges_changed(conn) if self.on_privileges_changed is not None else []
         reply: dict[str, Any] = {
             "type": "response",
             "status": "authenticated",
@@ -64,6 +64,9 @@ class AuthMessageHandler:
             "permissions": sorted(p.value for p in principal.permissions),
             "expires_at": iso_from_ms(int(principal.expires_at * 1000)),
         }
+        self._connections.bind_user(conn, principal)
+        self.watch_expiry(conn, principal)
+        revoked = self.on_privileges_changed(conn) if self.on_privileges_changed is not None else []
         if revoked:
             reply["revoked_subscriptions"] = revoked
         if self.after_auth is not None:

@@ -5,6 +5,11 @@ then (optionally) queues recovery from history (``recover:{offset, epoch}``) or 
 per symbol (``params.latest`` on ``market_data``/``indicators``). The ``subscribed`` reply is
 written immediately; the queued frames follow it in the next flush, so the reply always comes
 first and the seam between recovered and live messages has no gap and no duplicate.
+
+Re-subscribing (while subscribed, or after ``unsubscribe`` with frames still queued) keeps each
+offset at most once and in increasing order per connection and stream: recovery and latest
+values are queued only above what the connection may already hold
+(:meth:`SubscriptionManager.coverage`), and ``recovered`` is true only when that is gap-free.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from tradewire.protocol.messages import MessageType, Subscribe, Unsubscribe
 from tradewire.streams.broadcast import BroadcastProvider
 from tradewire.streams.catalog import CATALOG, scope_owner
 from tradewire.streams.filters import parse_filter
-from tradewire.streams.subscriptions import SubscriptionManager
+from tradewire.streams.subscriptions import Coverage, Subscription, SubscriptionManager, selection
 
 
 class SubscriptionHandler:
@@ -44,14 +49,17 @@ class SubscriptionHandler:
         ):
             raise PermissionDenied(spec.permission.value)
         flt = parse_filter(message.params, scope_owner(spec, principal))
-        sub = self._subscriptions.subscribe(conn, message.stream, flt, self._clock.monotonic())
         offset, epoch = self._broadcast.position(message.stream)
+        prior = self._subscriptions.coverage(conn.client_id, message.stream, offset)
+        sub = self._subscriptions.subscribe(conn, message.stream, flt, self._clock.monotonic())
         recovered: bool | None = None
-        if message.recover is not None:
-            recovered = self._broadcast.replay(sub, message.recover.offset, message.recover.epoch)
         latest = 0
-        if flt.latest and spec.latest_on_subscribe and message.recover is None:
-            latest = self._broadcast.send_latest(sub)
+        recover = message.recover
+        if recover is not None:
+            recovered = self._broadcast.recover(sub, recover.offset, recover.epoch, prior)
+        elif flt.latest and spec.latest_on_subscribe:
+            latest = self._broadcast.send_latest(sub, prior.floor if prior is not None else 0)
+        sub.start = _coverage_start(sub, offset, prior, recover.offset if recover and recovered else None)
         return {
             "type": "response",
             "status": "subscribed",
@@ -64,10 +72,23 @@ class SubscriptionHandler:
         }
 
     def handle_unsubscribe(self, conn: Connection, message: Unsubscribe) -> dict[str, Any]:
-        removed = self._subscriptions.unsubscribe(conn.client_id, message.stream)
+        position, _ = self._broadcast.position(message.stream)
+        removed = self._subscriptions.unsubscribe(conn.client_id, message.stream, position)
         return {
             "type": "response",
             "status": "unsubscribed",
             "stream": message.stream.value,
             "was_subscribed": removed,
         }
+
+
+def _coverage_start(
+    sub: Subscription, position: int, prior: Coverage | None, recovered_from: int | None
+) -> int:
+    """From which offset ``sub`` is gap-free: the recovered offset, else the prior coverage's
+    start when nothing was published since it ended with the same selection, else now."""
+    if recovered_from is not None:
+        return recovered_from
+    if prior is not None and prior.floor == position and prior.selection == selection(sub.filter):
+        return prior.start
+    return position

@@ -20,6 +20,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_COMMAND = "unknown_command"
     AUTHENTICATION_REQUIRED = "authentication_required"
     INVALID_TOKEN = "invalid_token"
+    INVALID_CREDENTIALS = "invalid_credentials"
     TOKEN_EXPIRED = "token_expired"
     INSUFFICIENT_PERMISSIONS = "insufficient_permissions"
     CONNECTION_LIMIT_EXCEEDED = "connection_limit_exceeded"
@@ -63,6 +64,10 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
     ErrorCode.INVALID_TOKEN: CodeInfo(
         "The JWT failed verification (signature, algorithm, claims).", "Obtain a new token."
     ),
+    ErrorCode.INVALID_CREDENTIALS: CodeInfo(
+        "HTTP login only (401): unknown user or wrong password (which one is not said).",
+        "Check the credentials; repeated failures are throttled with backoff (429, `Retry-After`).",
+    ),
     ErrorCode.TOKEN_EXPIRED: CodeInfo(
         "The JWT has expired; privileges were dropped. Sent unsolicited on a live connection.",
         "Send `auth` with a fresh token within the grace period, or the server closes with 4001.",
@@ -76,8 +81,10 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
         "Close another connection of this user first.",
     ),
     ErrorCode.RATE_LIMIT_EXCEEDED: CodeInfo(
-        "The connection's token bucket is empty; the message was not processed.",
-        "Wait `details.retry_after` seconds. Persisting closes the connection with 4029.",
+        "The connection's token bucket is empty; the message was not processed. (HTTP login: 429, "
+        "too many failed attempts from this address or for this account.)",
+        "Wait `details.retry_after` seconds (HTTP: `Retry-After`). Persisting closes the connection "
+        "with 4029.",
     ),
     ErrorCode.SUBSCRIPTION_LIMIT_EXCEEDED: CodeInfo(
         "Too many subscriptions (100 per client, a symbol list counting one per symbol) or too many "

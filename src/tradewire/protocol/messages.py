@@ -11,12 +11,17 @@ from enum import StrEnum
 from typing import Annotated, Any, Final
 
 import msgspec
+import msgspec.inspect
 
 Text64 = Annotated[str, msgspec.Meta(max_length=64)]
 Text256 = Annotated[str, msgspec.Meta(max_length=256)]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Params = Annotated[dict[str, Any], msgspec.Meta(max_length=64)]
-RequestId = Text64 | int
+# Integer ids are bounded to the range every JSON client can represent exactly (RFC 7493 §2.2,
+# JavaScript's safe integers), which is also inside what the reply encoder can write (64 bits).
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+IntId = Annotated[int, msgspec.Meta(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+RequestId = Text64 | IntId
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 
@@ -92,7 +97,7 @@ class Heartbeat(Message, tag="heartbeat"):
 
 
 class Recover(msgspec.Struct):
-    offset: Annotated[int, msgspec.Meta(ge=0)]
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_SAFE_INTEGER)]
     epoch: Text64
 
 
@@ -204,6 +209,38 @@ ClientMessage = (
 MESSAGE_CLASSES: Final[dict[MessageType, type[Message]]] = {
     MessageType(cls.__struct_config__.tag): cls for cls in ClientMessage.__args__
 }
+
+
+def free_fields(cls: type[Message]) -> tuple[str, ...]:
+    """Fields of ``cls`` that hold arbitrary JSON (``dict[str, Any]``): the only place a valid
+    message can carry unbounded nesting, so the only fields the router depth-checks."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    names = []
+    for field in info.fields:
+        ftype = field.type.type if isinstance(field.type, msgspec.inspect.Metadata) else field.type
+        if isinstance(ftype, msgspec.inspect.DictType) and isinstance(
+            ftype.value_type, msgspec.inspect.AnyType
+        ):
+            names.append(field.name)
+    return tuple(names)
+
+
+def too_deep(value: object, limit: int) -> bool:
+    """Whether ``value`` nests lists/objects more than ``limit`` levels (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def new_decoder() -> msgspec.json.Decoder[ClientMessage]:

@@ -12,8 +12,12 @@ history before live delivery resumes — or ``recovered: false`` per stream when
 reaches back. If the previous connection is still open (a half-open socket the server has not
 noticed yet), the token takes it over: the old connection is closed and its live state moves.
 
-Anything else — malformed, forged, reused or expired token, or too many attempts from one
-address — gets a fresh session and a ``reconnect_rejected`` notice, never another client's state.
+Anything else — malformed, forged, reused or expired token, or too many failed attempts — gets a
+fresh session and a ``reconnect_rejected`` notice, never another client's state. Failed attempts
+are throttled like password guesses (:class:`~tradewire.auth.throttle.GuessThrottle`: per address,
+per (client id, address) with backoff, per client id with its known addresses exempt), so a third
+party guessing tokens for a client id cannot stop its owner from resuming, and successful
+reconnects (a whole NAT after a server restart) are never throttled.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from typing import Any
 import structlog
 
 from tradewire.auth.permissions import Level, permissions_for
+from tradewire.auth.throttle import GuessThrottle
 from tradewire.auth.tokens import Principal
 from tradewire.clock import Clock
 from tradewire.core.connection import Connection
 from tradewire.core.connection_manager import ConnectionManager
-from tradewire.core.limits import KeyedRateLimiter
 from tradewire.errors import RequestError
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.codes import CloseCode
@@ -63,7 +67,7 @@ class ReconnectService:
         clock: Clock,
         *,
         ttl: float,
-        attempts: KeyedRateLimiter,
+        attempts: GuessThrottle,
     ) -> None:
         self.store = store
         self._connections = connections
@@ -81,6 +85,7 @@ class ReconnectService:
     def issue_token(self, conn: Connection) -> str:
         """A new single-use token for ``conn``'s welcome (replaces any earlier one)."""
         token, conn.reconnect_hash = new_token(conn.client_id)
+        self._attempts.remember(conn.client_id, conn.info.address)
         return token
 
     def connection_closed(self, conn: Connection, subscriptions: list[Subscription]) -> None:
@@ -133,28 +138,39 @@ class ReconnectService:
     # ------------------------------------------------------------------ restore
     async def restore(self, conn: Connection, token: str) -> dict[str, object]:
         """Welcome fields for ``conn`` after trying to resume the session behind ``token``."""
-        if not self._attempts.allow(conn.info.address, self._clock.monotonic()):
-            return self._rejected("rate_limited")
+        address = conn.info.address
         parts = split_token(token)
+        client_id = parts[0] if parts is not None else None
+        if self._attempts.check(client_id, address, self._clock.monotonic()) > 0:
+            return self._rejected("rate_limited")
         if parts is None:
+            self._attempts.failed(None, address, self._clock.monotonic())
             return self._rejected("invalid")
-        client_id, secret = parts
-        session = self._take_over(client_id, secret)
-        result = "takeover" if session is not None else "restored"
+        session, result = await self._claim(parts[0], parts[1])
         if session is None:
-            try:
-                session = await self.store.claim(client_id, secret)
-            except SessionStoreError as exc:
-                _log.error("reconnect.store_failed", error=str(exc))
-                return self._rejected("unavailable")
-        if session is None:
-            return self._rejected("invalid_or_expired")
+            if result == "invalid_or_expired":
+                self._attempts.failed(parts[0], address, self._clock.monotonic())
+            return self._rejected(result)
+        self._attempts.succeeded(parts[0], address, self._clock.monotonic())
         self._metrics.reconnects[result] += 1
         extras = self._apply(conn, session)
         # Until a welcome with a new token reaches the client, the token it holds stays the key:
         # if the connection dies first, the session is saved again under that token.
         conn.reconnect_hash = session.token_hash
         return extras
+
+    async def _claim(self, client_id: str, secret: str) -> tuple[SavedSession | None, str]:
+        """The session behind the token and how it was found (``takeover``/``restored``), or
+        None and the rejection reason."""
+        session = self._take_over(client_id, secret)
+        if session is not None:
+            return session, "takeover"
+        try:
+            session = await self.store.claim(client_id, secret)
+        except SessionStoreError as exc:
+            _log.error("reconnect.store_failed", error=str(exc))
+            return None, "unavailable"
+        return (session, "restored") if session is not None else (None, "invalid_or_expired")
 
     def _take_over(self, client_id: str, secret: str) -> SavedSession | None:
         """The live state of a still-open connection whose token this is, which is then closed."""
@@ -203,9 +219,11 @@ class ReconnectService:
             self._parked.setdefault(conn.client_id, []).append(saved)
             return {"stream": saved.stream, "status": "awaiting_auth"}
         flt = parse_filter(saved.params, scope_owner(CATALOG[stream], principal))
-        sub = self._subscriptions.subscribe(conn, stream, flt, self._clock.monotonic(), restoring=True)
-        recovered = self._broadcast.replay(sub, saved.last_offset, saved.epoch)
         offset, epoch = self._broadcast.position(stream)
+        prior = self._subscriptions.coverage(conn.client_id, stream, offset)
+        sub = self._subscriptions.subscribe(conn, stream, flt, self._clock.monotonic(), restoring=True)
+        recovered = self._broadcast.recover(sub, saved.last_offset, saved.epoch, prior)
+        sub.start = saved.last_offset if recovered else offset
         return {
             "stream": saved.stream,
             "status": "subscribed",
@@ -233,8 +251,8 @@ class ReconnectService:
                 and sub.filter.owner == scope_owner(spec, principal)  # re-auth as someone else
             ):
                 continue
-            self._subscriptions.unsubscribe(conn.client_id, sub.stream)
             position, epoch = self._broadcast.position(sub.stream)
+            self._subscriptions.unsubscribe(conn.client_id, sub.stream, position)
             saved = SavedSubscription(sub.stream.value, sub.filter.params_dict(), position, epoch)
             self._parked.setdefault(conn.client_id, []).append(saved)
             revoked.append(sub.stream.value)

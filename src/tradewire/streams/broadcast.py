@@ -19,7 +19,7 @@ from tradewire.metrics import ServerMetrics
 from tradewire.protocol.messages import Stream
 from tradewire.streams.catalog import CATALOG, StreamSpec
 from tradewire.streams.history import StreamHistory
-from tradewire.streams.subscriptions import Subscription, SubscriptionManager
+from tradewire.streams.subscriptions import Coverage, Subscription, SubscriptionManager, selection
 
 HistoryLimits = dict[Stream, tuple[int, float]]
 
@@ -86,17 +86,47 @@ class BroadcastProvider:
         history = self.histories[stream]
         return history.offset, history.epoch
 
-    def send_latest(self, sub: Subscription) -> int:
-        """Queue the last message per matching symbol to a new subscriber; returns how many."""
+    def send_latest(self, sub: Subscription, floor: int = 0) -> int:
+        """Queue the last message per matching symbol to a new subscriber; returns how many.
+
+        Only messages above ``floor`` (what the connection may already hold, see
+        :meth:`SubscriptionManager.coverage`): an older one would arrive after a newer offset.
+        """
         latest = self._latest.get(sub.stream)
         if not latest:
             return 0
         symbols = sub.filter.symbols
-        frames = [frame for symbol, frame in latest.items() if symbols is None or symbol in symbols]
+        frames = [
+            frame
+            for symbol, frame in latest.items()
+            if frame.offset > floor and (symbols is None or symbol in symbols)
+        ]
         frames.sort(key=_offset)
+        sub.conn.release_held(sub.stream.value)
         for frame in frames:
             sub.conn.defer_frame(frame)
         return len(frames)
+
+    def recover(self, sub: Subscription, after_offset: int, epoch: str, prior: Coverage | None) -> bool:
+        """Recovery for ``sub`` from the client's ``after_offset``, truthfully.
+
+        True only if every matching message after ``after_offset`` reaches the client exactly
+        once and in order: the part up to ``prior.floor`` already queued to this connection (its
+        earlier subscription covered it, from at or before ``after_offset``, with the same
+        selection), the rest replayed from history. False — nothing queued — when the epoch
+        differs, the offset lies beyond the stream's position (a client from the future would
+        otherwise drop every live message as a duplicate), history no longer reaches back, or a
+        gap could only be filled out of order.
+        """
+        history = self.histories[sub.stream]
+        if epoch != history.epoch or after_offset > history.offset:
+            return False
+        floor = 0
+        if prior is not None and prior.floor > after_offset:
+            if prior.start > after_offset or prior.selection != selection(sub.filter):
+                return False
+            floor = prior.floor
+        return self.replay(sub, max(after_offset, floor), epoch)
 
     def replay(self, sub: Subscription, after_offset: int, epoch: str) -> bool:
         """Queue the stream's messages after ``after_offset`` that match ``sub``'s filter.
@@ -110,6 +140,7 @@ class BroadcastProvider:
         if entries is None:
             return False
         symbols, flt, conn = sub.filter.symbols, sub.filter, sub.conn
+        conn.release_held(sub.stream.value)
         replayed = 0
         for entry in entries:
             data = entry.data

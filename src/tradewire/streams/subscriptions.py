@@ -8,12 +8,21 @@ connection closes (the original leaked them).
 Limits (seed defaults): a client's subscriptions weigh at most 100 (a subscription with a symbol
 list weighs one per symbol, otherwise one); at most 50 subscribe operations per hour, as a token
 bucket. Subscribing again to a stream replaces its filter.
+
+Coverage (what keeps re-subscribing honest): per client and stream the manager remembers from which
+offset its (last) subscription received every matching message (``start``) and with which filter;
+while subscribed every offset up to the stream's position may already be queued to it, and after
+``unsubscribe`` every offset up to the position at that moment. :meth:`coverage` reports this, so
+recovery replays only above what the connection may already hold (each offset at most once and in
+increasing order) and says ``recovered: false`` when it cannot fill a gap in that order. It costs
+nothing per published message: it is written only on subscribe and unsubscribe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from tradewire.core.connection import Connection
 from tradewire.core.limits import TokenBucket
@@ -28,16 +37,35 @@ class Subscription:
     conn: Connection
     stream: Stream
     filter: StreamFilter
+    start: int = 0  # every matching message after this offset was (or will be) queued to conn
 
     @property
     def client_id(self) -> str:
         return self.conn.client_id
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What one connection may already hold of one stream: every message in ``(start, floor]``
+    that matches ``selection`` was queued to it, and nothing above ``floor``."""
+
+    start: int
+    floor: int
+    selection: dict[str, Any]  # the filter's params without presentation flags (``latest``)
+
+
+def selection(flt: StreamFilter) -> dict[str, Any]:
+    """Which messages a filter lets through (its params, minus ``latest``), for comparison."""
+    params = flt.params_dict()
+    params.pop("latest", None)
+    return params
+
+
 @dataclass(slots=True)
 class _Client:
     subscriptions: dict[Stream, Subscription] = field(default_factory=dict)
     operations: TokenBucket | None = None
+    ended: dict[Stream, Coverage] = field(default_factory=dict)  # of subscriptions no longer held
 
     @property
     def weight(self) -> int:
@@ -86,13 +114,27 @@ class SubscriptionManager:
         self._index(sub)
         return sub
 
-    def unsubscribe(self, client_id: str, stream: Stream) -> bool:
+    def unsubscribe(self, client_id: str, stream: Stream, position: int) -> bool:
+        """Remove the subscription; ``position`` (the stream's offset now) bounds what it may
+        have queued, remembered for a later re-subscribe with recovery."""
         client = self._clients.get(client_id)
         sub = client.subscriptions.pop(stream, None) if client else None
-        if sub is None:
+        if client is None or sub is None:
             return False
         self._unindex(sub)
+        client.ended[stream] = Coverage(sub.start, position, selection(sub.filter))
         return True
+
+    def coverage(self, client_id: str, stream: Stream, position: int) -> Coverage | None:
+        """What ``client_id`` may already hold of ``stream`` (``position``: the stream's offset
+        now); None if it never subscribed to it on this connection."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return None
+        sub = client.subscriptions.get(stream)
+        if sub is not None:
+            return Coverage(sub.start, position, selection(sub.filter))
+        return client.ended.get(stream)
 
     def remove_client(self, client_id: str) -> list[Subscription]:
         """Drop every subscription of a client (on disconnect); returns what was dropped."""
