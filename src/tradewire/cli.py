@@ -26,6 +26,7 @@ from tradewire.engine.datasets import import_file
 from tradewire.engine.storage.database import Database, Dataset
 from tradewire.errors import ConfigError
 from tradewire.logs import configure_logging
+from tradewire.protocol.wire import iso_time
 
 MAX_SYMBOL = 32
 
@@ -86,8 +87,8 @@ def _cmd_data_import(args: argparse.Namespace) -> int:
                 "symbol": dataset.symbol,
                 "kind": dataset.kind,
                 "rows": dataset.rows,
-                "start_ts": dataset.start_ts,
-                "end_ts": dataset.end_ts,
+                "start_time": iso_time(dataset.start_ts) if dataset.start_ts is not None else None,
+                "end_time": iso_time(dataset.end_ts) if dataset.end_ts is not None else None,
                 "sha256": dataset.sha256,
                 "created": created,
             }

@@ -190,8 +190,8 @@ async def test_goog_sma_cross_equals_backtesting_py(settings_factory: Factory) -
         assert (mine["entry_price"], mine["exit_price"]) == pytest.approx(
             (ref.EntryPrice, ref.ExitPrice), rel=1e-12
         )
-        assert pd.Timestamp(mine["entry_time"], unit="s") == ref.EntryTime
-        assert pd.Timestamp(mine["exit_time"], unit="s") == ref.ExitTime
+        assert pd.Timestamp(mine["entry_time"]).tz_localize(None) == ref.EntryTime  # ISO 8601, UTC
+        assert pd.Timestamp(mine["exit_time"]).tz_localize(None) == ref.ExitTime
         assert mine["pnl"] == pytest.approx(ref.PnL, rel=1e-9)
         assert mine["return_pct"] == pytest.approx(ref.ReturnPct * 100, rel=1e-9)
     assert len(reply["data"]["open_positions"]) == 1  # as backtesting.py: one trade still open

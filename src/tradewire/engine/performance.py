@@ -163,8 +163,8 @@ def compute_metrics(
     years = (times[-1] - times[0]) / DAY / 365.25
     downside = math.sqrt(sum(min(r, 0.0) ** 2 for r in returns) / len(returns)) if returns else _NAN
     out: dict[str, Any] = {
-        "start": times[0],
-        "end": times[-1],
+        "start_time": times[0],
+        "end_time": times[-1],
         "duration_seconds": times[-1] - times[0],
         "equity_start": first,
         "equity_final": last,

@@ -19,6 +19,7 @@ from tradewire.core.router import RouteSpec
 from tradewire.errors import PermissionDenied, RequestError
 from tradewire.protocol.codes import ErrorCode
 from tradewire.protocol.messages import Command, Handshake, Heartbeat, MessageType, Query
+from tradewire.protocol.wire import to_wire
 
 Action = Callable[[Connection, dict[str, Any]], Any | Awaitable[Any]]
 SUPPORTED_MAJOR = PROTOCOL_VERSION.split(".")[0]
@@ -107,4 +108,4 @@ class ProtocolHandler:
         result = entry.action(conn, params)
         if inspect.isawaitable(result):
             result = await result
-        return result
+        return to_wire(result)

@@ -33,6 +33,7 @@ from tradewire.protocol.messages import (
     Text64,
     Text256,
 )
+from tradewire.protocol.wire import iso_time, to_wire
 
 RESULTS_TYPES: Final = (MessageType.RESULTS_REQUEST,)
 Section = Literal[
@@ -103,7 +104,7 @@ class ResultsHandler:
                 "data collection is not available on this server",
                 {"component": "collection"},
             )
-        return {"type": "response", "status": "results", "request_type": kind.value, "data": data}
+        return {"type": "response", "status": "results", "request_type": kind.value, "data": to_wire(data)}
 
     async def _session_results(self, conn: Connection, params: SessionResultsParams) -> dict[str, Any]:
         caller = caller_of(conn)
@@ -119,7 +120,8 @@ class ResultsHandler:
         for section in sections:
             if section == "equity":
                 times, values = await self._sessions.equity(caller, params.session_id)
-                out["equity"] = {"points": len(times), "sample": sample(times, values, params.equity_points)}
+                points = sample(times, values, params.equity_points)
+                out["equity"] = {"points": len(times), "sample": [[iso_time(t), v] for t, v in points]}
             elif section in ("trades", "orders", "signals"):
                 items = results.get(section, [])
                 out[section] = {"total": len(items), "offset": params.offset, "items": items[window]}

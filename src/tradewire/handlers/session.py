@@ -16,6 +16,7 @@ from tradewire.core.connection import Connection
 from tradewire.core.router import RouteSpec
 from tradewire.errors import PermissionDenied
 from tradewire.protocol.messages import MessageType, SessionStart, SessionStatus, SessionStop, SessionType
+from tradewire.protocol.wire import to_wire
 
 SESSION_TYPES: Final = (MessageType.SESSION_START, MessageType.SESSION_STOP, MessageType.SESSION_STATUS)
 START_PERMISSION: Final = {
@@ -59,6 +60,7 @@ class SessionHandler:
             message.client_key,
         )
         existing = bool(record.pop("existing", False))
+        record = to_wire(record)
         return {
             "type": "response",
             "status": "session_started",
@@ -68,7 +70,7 @@ class SessionHandler:
         }
 
     async def handle_session_stop(self, conn: Connection, message: SessionStop) -> dict[str, Any]:
-        record = await self._sessions.stop_session(caller_of(conn), message.session_id)
+        record = to_wire(await self._sessions.stop_session(caller_of(conn), message.session_id))
         return {
             "type": "response",
             "status": "session_stopped",
@@ -79,7 +81,7 @@ class SessionHandler:
     async def handle_session_status(self, conn: Connection, message: SessionStatus) -> dict[str, Any]:
         caller = caller_of(conn)
         if message.session_id is not None:
-            record = await self._sessions.session(caller, message.session_id)
+            record = to_wire(await self._sessions.session(caller, message.session_id))
             return {"type": "response", "status": "session_status", "session_data": record}
-        sessions = await self._sessions.sessions(caller, LIST_LIMIT)
+        sessions = to_wire(await self._sessions.sessions(caller, LIST_LIMIT))
         return {"type": "response", "status": "session_status", "sessions": sessions}

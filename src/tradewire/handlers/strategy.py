@@ -21,6 +21,7 @@ from tradewire.protocol.messages import (
     UpsertStrategy,
     ValidateStrategyConfig,
 )
+from tradewire.protocol.wire import to_wire
 
 STRATEGY_TYPES: Final = (
     MessageType.GET_STRATEGIES,
@@ -48,7 +49,8 @@ class StrategyHandler:
         ]
 
     def handle_get_strategies(self, conn: Connection, message: GetStrategies) -> dict[str, Any]:
-        return {"type": "response", "status": "strategies_list", "strategies": self._service.strategies()}
+        strategies = to_wire(self._service.strategies())
+        return {"type": "response", "status": "strategies_list", "strategies": strategies}
 
     def handle_validate_strategy_config(
         self, conn: Connection, message: ValidateStrategyConfig
@@ -64,17 +66,17 @@ class StrategyHandler:
         return {"type": "response", "status": "strategy_upserted", "strategy_name": name, "version": version}
 
     async def handle_activate_strategy(self, conn: Connection, message: ActivateStrategy) -> dict[str, Any]:
-        status = await self._service.activate(message.strategy_name, message.symbol)
+        status = to_wire(await self._service.activate(message.strategy_name, message.symbol))
         return {"type": "response", "status": "strategy_activated", **status}
 
     async def handle_deactivate_strategy(
         self, conn: Connection, message: DeactivateStrategy
     ) -> dict[str, Any]:
-        status = await self._service.deactivate(message.strategy_name, message.symbol)
+        status = to_wire(await self._service.deactivate(message.strategy_name, message.symbol))
         return {"type": "response", "status": "strategy_deactivated", **status}
 
     def handle_get_strategy_status(self, conn: Connection, message: GetStrategyStatus) -> dict[str, Any]:
-        pairs = self._service.status(message.strategy_name, message.symbol)
+        pairs = to_wire(self._service.status(message.strategy_name, message.symbol))
         if message.strategy_name is not None and message.symbol is not None:
             if not pairs:
                 return {

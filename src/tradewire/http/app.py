@@ -31,6 +31,7 @@ from tradewire.config import Mode, Settings
 from tradewire.core.client_utils import client_address, parse_networks
 from tradewire.http.sessions import install_error_handler, sessions_router
 from tradewire.protocol.codes import ErrorCode
+from tradewire.protocol.wire import iso_time
 from tradewire.server import WebSocketAPIServer
 
 MAX_VALIDATION_ERRORS = 10
@@ -58,7 +59,7 @@ class LoginRequest(BaseModel):
 class LoginResponse(BaseModel):
     access_token: str
     token_type: str = "bearer"
-    expires_at: float
+    expires_at: str  # ISO 8601 UTC, as every time the server emits
     user_id: str
     level: str
 
@@ -193,4 +194,5 @@ def _add_login_route(app: FastAPI, server: WebSocketAPIServer) -> None:
             return _error(server, 401, ErrorCode.INVALID_CREDENTIALS, "unknown user or wrong password")
         throttle.succeeded(body.username, address, clock.monotonic())
         token, expires_at = server.auth_handler.mint(user.name, user.level)
-        return LoginResponse(access_token=token, expires_at=expires_at, user_id=user.name, level=user.level)
+        expires = iso_time(expires_at) or ""
+        return LoginResponse(access_token=token, expires_at=expires, user_id=user.name, level=user.level)

@@ -32,6 +32,7 @@ from tradewire.controller import Caller, SessionService
 from tradewire.errors import AuthError, EngineError, ErrorHandler, RequestError
 from tradewire.handlers.engine_errors import to_request_error
 from tradewire.protocol.codes import ErrorCode
+from tradewire.protocol.wire import iso_time, to_wire
 
 Format = Literal["json", "csv"]
 TRADE_COLUMNS = (
@@ -120,19 +121,19 @@ def sessions_router(sessions: SessionService, auth: AuthHandler) -> APIRouter:
 
     @router.get("/sessions")
     async def list_sessions(user: User, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-        return await call(sessions.sessions(user, limit))
+        return to_wire(await call(sessions.sessions(user, limit)))
 
     @router.get("/sessions/{session_id}")
     async def get_session(user: User, session_id: str) -> Any:
-        return await call(sessions.session(user, session_id))
+        return to_wire(await call(sessions.session(user, session_id)))
 
     @router.get("/sessions/{session_id}/results")
     async def get_results(user: User, session_id: str) -> Any:
-        return await call(sessions.results(user, session_id))
+        return to_wire(await call(sessions.results(user, session_id)))
 
     @router.get("/sessions/{session_id}/trades", response_model=None)
     async def get_trades(user: User, session_id: str, format: Format = "json") -> Any:
-        trades = (await call(sessions.results(user, session_id)))["results"]["trades"]
+        trades = to_wire((await call(sessions.results(user, session_id)))["results"]["trades"])
         if format == "json":
             return trades
         return _csv(TRADE_COLUMNS, ([trade.get(column) for column in TRADE_COLUMNS] for trade in trades))
@@ -140,13 +141,14 @@ def sessions_router(sessions: SessionService, auth: AuthHandler) -> APIRouter:
     @router.get("/sessions/{session_id}/equity", response_model=None)
     async def get_equity(user: User, session_id: str, format: Format = "json") -> Any:
         times, values = await call(sessions.equity(user, session_id))
+        stamps = [iso_time(t) for t in times]
         if format == "json":
-            return {"times": times, "equity": values}
-        return _csv(("time", "equity"), zip(times, values, strict=True))
+            return {"times": stamps, "equity": values}
+        return _csv(("time", "equity"), zip(stamps, values, strict=True))
 
     @router.get("/datasets")
     async def list_datasets(user: User, symbol: str | None = None) -> Any:
-        return await call(sessions.datasets(symbol))
+        return to_wire(await call(sessions.datasets(symbol)))
 
     return router
 

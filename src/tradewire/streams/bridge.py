@@ -16,6 +16,7 @@ from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus, topic_matches
 from tradewire.metrics import ServerMetrics
 from tradewire.protocol.messages import Stream
+from tradewire.protocol.wire import to_wire
 from tradewire.streams.broadcast import BroadcastProvider
 
 TOPIC_MAP: Final[tuple[tuple[str, Stream], ...]] = (
@@ -45,8 +46,9 @@ def stream_for(topic: str) -> Stream | None:
 
 
 def normalise(topic: str, payload: Any) -> dict[str, Any]:
-    """The stream ``data`` for an event: a copy of the payload dict with ``event`` set to the topic."""
-    data = dict(payload) if isinstance(payload, dict) else {"value": payload}
+    """The stream ``data`` for an event: a copy of the payload in the wire style (times as ISO
+    strings, :mod:`tradewire.protocol.wire`) with ``event`` set to the topic."""
+    data: dict[str, Any] = to_wire(payload) if isinstance(payload, dict) else {"value": payload}
     data.setdefault("event", topic)
     return data
 

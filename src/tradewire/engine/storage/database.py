@@ -67,8 +67,8 @@ class Dataset:
             "kind": self.kind,
             "source": self.source,
             "rows": self.rows,
-            "start_ts": self.start_ts,
-            "end_ts": self.end_ts,
+            "start_time": self.start_ts,
+            "end_time": self.end_ts,
             "sha256": self.sha256,
         }
 
