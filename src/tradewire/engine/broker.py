@@ -128,6 +128,19 @@ class Position:
     stop_loss: float | None
     take_profit: float | None
 
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "strategy_name": self.pair[0],
+            "symbol": self.pair[1],
+            "direction": _side_name(self.direction),
+            "units": self.units,
+            "entry_price": self.entry_price,
+            "entry_time": self.entry_at,
+            "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit,
+            "leverage": self.leverage,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Trade:
@@ -155,7 +168,7 @@ class Trade:
         return {
             "strategy_name": self.pair[0],
             "symbol": self.pair[1],
-            "direction": "LONG" if self.direction > 0 else "SHORT",
+            "direction": _side_name(self.direction),
             "units": self.units,
             "entry_time": self.entry_at,
             "entry_price": self.entry_price,
@@ -540,6 +553,10 @@ class SimulatedBroker:
             and state in state.symbol.pairs
         ):
             state.symbol.pairs.remove(state)
+
+
+def _side_name(direction: int) -> str:
+    return "LONG" if direction > 0 else "SHORT"
 
 
 def _closing_side(position: Position) -> str:

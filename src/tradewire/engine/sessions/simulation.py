@@ -158,7 +158,7 @@ class Simulation:
             "by_strategy": by_strategy,
             "by_symbol": by_symbol,
             "trades": [trade.to_dict() for trade in trades],
-            "open_positions": [_position(p) for p in self.broker.open_positions()],
+            "open_positions": [p.to_dict() for p in self.broker.open_positions()],
             "orders": [order.to_dict() for order in self.broker.orders],
             "signals": self.signals,
             "signals_dropped": self.signals_dropped,
@@ -205,24 +205,10 @@ class _Observer:
         self._sim.publish(topic, {**order.to_dict(), "timestamp": order.filled_at or order.submitted_at})
 
     def position_opened(self, position: Position) -> None:
-        self._sim.publish(topics.POSITION_OPENED, {**_position(position), "timestamp": position.entry_at})
+        self._sim.publish(topics.POSITION_OPENED, {**position.to_dict(), "timestamp": position.entry_at})
 
     def position_closed(self, trade: Trade) -> None:
         self._sim.publish(topics.POSITION_CLOSED, {**trade.to_dict(), "timestamp": trade.exit_at})
-
-
-def _position(position: Position) -> dict[str, Any]:
-    return {
-        "strategy_name": position.pair[0],
-        "symbol": position.pair[1],
-        "direction": "LONG" if position.direction > 0 else "SHORT",
-        "units": position.units,
-        "entry_price": position.entry_price,
-        "entry_time": position.entry_at,
-        "stop_loss": position.stop_loss,
-        "take_profit": position.take_profit,
-        "leverage": position.leverage,
-    }
 
 
 def _signal_record(payload: dict[str, Any]) -> dict[str, Any]:
