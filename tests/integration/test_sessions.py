@@ -611,3 +611,35 @@ async def test_several_symbols_in_one_session_trade_as_they_would_alone(settings
     for symbol in ("GOOG", "BTC-USD"):
         alone = trades[symbol]
         assert alone and [t for t in trades["both"] if t["symbol"] == symbol] == alone
+
+
+async def test_a_database_write_failing_during_a_session_fails_it_cleanly(settings_factory: Factory) -> None:
+    """The results table vanishes mid-run: the session ends `failed` with a correlation id, the
+    database stays consistent, and the next session (table back) completes."""
+    settings = _settings(settings_factory)
+    async with engine_server(settings) as r:
+        ws = await authed_client(r)
+        async with ws:
+            datasets = await _setup(r, ws)
+            await _subscribe(ws, "execution_result", "execution_status")
+            config = {"dataset_id": datasets["GOOG"], "acceleration_factor": 86400 * 2000}
+            sid = (await _start(ws, "backtest", {"sma_cross": ["GOOG"]}, config=config))["session_id"]
+            await until(ws, lambda f: f.get("stream") == "execution_status" and f["data"]["processed"] > 5)
+            db = sqlite3.connect(settings.data_dir / "tradewire.db")
+            db.execute("ALTER TABLE session_results RENAME TO session_results_away")
+            db.commit()
+            result = await _result(ws, sid)
+            db.execute("ALTER TABLE session_results_away RENAME TO session_results")
+            db.commit()
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert db.execute("SELECT count(*) FROM session_results").fetchone() == (0,)
+            assert db.execute("SELECT status FROM sessions WHERE id = ?", (sid,)).fetchone() == ("failed",)
+            db.close()
+            again = await _start(
+                ws, "backtest", {"sma_cross": ["GOOG"]}, config={"dataset_id": datasets["GOOG"]}
+            )
+            second = await _result(ws, again["session_id"])
+    assert result["status"] == "failed"
+    assert result["error"]["message"] == "the session failed on an internal error"
+    assert len(result["error"]["correlation_id"]) == 16
+    assert second["status"] == "completed"
