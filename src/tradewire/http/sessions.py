@@ -117,30 +117,29 @@ def sessions_router(sessions: SessionService, auth: AuthHandler) -> APIRouter:
     """The routes of the module docstring, bound to ``sessions`` and verifying tokens with ``auth``."""
     router = APIRouter(prefix="/api/v1", tags=["sessions"])
     User = Annotated[Caller, Depends(_bearer_caller(auth))]
-    call = _call
 
     @router.get("/sessions")
     async def list_sessions(user: User, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-        return to_wire(await call(sessions.sessions(user, limit)))
+        return to_wire(await _call(sessions.sessions(user, limit)))
 
     @router.get("/sessions/{session_id}")
     async def get_session(user: User, session_id: str) -> Any:
-        return to_wire(await call(sessions.session(user, session_id)))
+        return to_wire(await _call(sessions.session(user, session_id)))
 
     @router.get("/sessions/{session_id}/results")
     async def get_results(user: User, session_id: str) -> Any:
-        return to_wire(await call(sessions.results(user, session_id)))
+        return to_wire(await _call(sessions.results(user, session_id)))
 
     @router.get("/sessions/{session_id}/trades", response_model=None)
     async def get_trades(user: User, session_id: str, format: Format = "json") -> Any:
-        trades = to_wire((await call(sessions.results(user, session_id)))["results"]["trades"])
+        trades = to_wire((await _call(sessions.results(user, session_id)))["results"]["trades"])
         if format == "json":
             return trades
         return _csv(TRADE_COLUMNS, ([trade.get(column) for column in TRADE_COLUMNS] for trade in trades))
 
     @router.get("/sessions/{session_id}/equity", response_model=None)
     async def get_equity(user: User, session_id: str, format: Format = "json") -> Any:
-        times, values = await call(sessions.equity(user, session_id))
+        times, values = await _call(sessions.equity(user, session_id))
         stamps = [iso_time(t) for t in times]
         if format == "json":
             return {"times": stamps, "equity": values}
@@ -148,7 +147,7 @@ def sessions_router(sessions: SessionService, auth: AuthHandler) -> APIRouter:
 
     @router.get("/datasets")
     async def list_datasets(user: User, symbol: str | None = None) -> Any:
-        return to_wire(await call(sessions.datasets(symbol)))
+        return to_wire(await _call(sessions.datasets(symbol)))
 
     return router
 
