@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import heapq
 from collections.abc import Awaitable, Callable, Iterator
-from itertools import islice
 from typing import Any
 
 from tradewire.engine.sessions.simulation import Simulation
@@ -94,17 +93,18 @@ class BacktestJob(Job):
     async def _fast(self, rows: Iterator[Row]) -> bool:
         """As fast as possible; True when the data ran out (not stopped, not bankrupt)."""
         on_bar = self.sim.on_bar
-        while True:
-            chunk = list(islice(rows, CHUNK))
-            if not chunk:
-                return True
-            for symbol, ts, o, h, low, c, volume in chunk:
-                if not on_bar(symbol, ts, o, h, low, c, volume):
-                    return False
-            if self.end_reason is not None:
+        left = CHUNK
+        for symbol, ts, o, h, low, c, volume in rows:
+            if not on_bar(symbol, ts, o, h, low, c, volume):
                 return False
-            self._report(self._percent())
-            await asyncio.sleep(0)
+            left -= 1
+            if not left:
+                left = CHUNK
+                if self.end_reason is not None:
+                    return False
+                self._report(self._percent())
+                await asyncio.sleep(0)
+        return True
 
     async def _paced(self, rows: Iterator[Row]) -> bool:
         """``acceleration`` data seconds per wall second: sleep whenever data time runs ahead."""

@@ -35,6 +35,7 @@ MAX_RECORDED_SIGNALS = 100_000  # a results document stays bounded whatever the 
 @dataclass(slots=True)
 class _SymbolState:
     machines: list[StrategyStateMachine] = field(default_factory=list)
+    on_ticks: tuple[Callable[[Tick, Any], None], ...] = ()  # the machines' bound on_tick, for the bar loop
     bars: int = 0
     first_close: float | None = None  # close at the first bar where every indicator was warm
     last_close: float | None = None
@@ -68,7 +69,9 @@ class Simulation:
         for document, version, symbols in strategies.values():
             for symbol in symbols:
                 compiled, _ = compile_strategy(document, version, symbol, self.bank)
-                machine = StrategyStateMachine(compiled, symbol, self._emit, self.broker, self._context)
+                machine = StrategyStateMachine(
+                    compiled, symbol, self._emit, self.broker, self._context, detailed=publish is not None
+                )
                 self.machines.append(machine)
                 self.symbols.setdefault(symbol, _SymbolState()).machines.append(machine)
         self.signals: list[dict[str, Any]] = []
@@ -78,6 +81,10 @@ class Simulation:
         self._ts: float | None = None  # time of the bars being processed
         self.bars = 0
         self.started = False
+        self._broker_bar = self.broker.on_bar
+        self._update = self.bank.update
+        for state in self.symbols.values():
+            state.on_ticks = tuple(machine.on_tick for machine in state.machines)
 
     # ------------------------------------------------------------------ feeding
     def start(self, ts: float) -> None:
@@ -87,7 +94,10 @@ class Simulation:
             machine.activate(ts)
 
     def on_bar(self, symbol: str, ts: float, o: float, h: float, low: float, c: float, volume: float) -> bool:
-        """Process one bar; False once the account is bankrupt (nothing more will trade)."""
+        """Process one bar; False once the account is bankrupt (nothing more will trade).
+
+        The per-bar cost of a backtest (bench/backtest_throughput.py): bound methods are kept
+        on the instance, and the warm-up check stops once every indicator has a value."""
         state = self.symbols.get(symbol)
         if state is None:
             return True
@@ -97,15 +107,15 @@ class Simulation:
             self._ts = ts
         self.bars += 1
         state.bars += 1
-        self.broker.on_bar(symbol, ts, o, h, low, c, len(self.equity))
+        self._broker_bar(symbol, ts, o, h, low, c, len(self.equity))
         tick = Tick(symbol, c, volume, ts)
-        values = self.bank.update(tick)
-        if not state.warm and all(value is not None for value in values.values()):
+        values = self._update(tick)
+        if not state.warm and None not in values.values():
             state.warm = True
             state.first_close = c
         state.last_close = c
-        for machine in state.machines:
-            machine.on_tick(tick, values)
+        for on_tick in state.on_ticks:
+            on_tick(tick, values)
         return True
 
     def _record(self) -> bool:
