@@ -68,7 +68,7 @@ class StrategyManager:
         self._clock = clock
         self._strategies: dict[str, _Strategy] = {}
         self._pairs: dict[tuple[str, str], _Pair] = {}
-        self._by_symbol: dict[str, list[StrategyStateMachine]] = {}
+        self._by_symbol: dict[str, list[_Pair]] = {}  # the pairs each tick of a symbol visits
         self._published_at: dict[str, float] = {}
         self._last_ts: dict[str, float] = {}  # newest tick time per symbol
         self._locks: dict[str, asyncio.Lock] = {}
@@ -213,8 +213,8 @@ class StrategyManager:
         compiled, keys = compile_strategy(entry.document, entry.version, symbol, self._bank)
         broker = SimulatedBroker(SIGNAL_ACCOUNT, trade_on_close=True, record=False)
         machine = StrategyStateMachine(compiled, symbol, self._emit, broker)
-        self._pairs[(name, symbol)] = _Pair(machine, broker, keys)
-        self._by_symbol.setdefault(symbol, []).append(machine)
+        pair = self._pairs[(name, symbol)] = _Pair(machine, broker, keys)
+        self._by_symbol.setdefault(symbol, []).append(pair)
         machine.activate(self._clock())
 
     def _restart_pair(self, name: str, symbol: str) -> None:
@@ -232,9 +232,9 @@ class StrategyManager:
     def _stop_pair(self, name: str, symbol: str, reason: str) -> None:
         pair = self._pairs.pop((name, symbol))
         pair.machine.deactivate(self._clock(), reason)
-        machines = self._by_symbol[symbol]
-        machines.remove(pair.machine)
-        if not machines:
+        pairs = self._by_symbol[symbol]
+        pairs.remove(pair)
+        if not pairs:
             del self._by_symbol[symbol]
         for key in pair.keys:
             self._bank.release(symbol, key)
@@ -254,8 +254,8 @@ class StrategyManager:
         and timeouts assume market time never runs backwards.
         """
         symbol = tick.symbol
-        machines = self._by_symbol.get(symbol)
-        if machines is None:
+        pairs = self._by_symbol.get(symbol)
+        if pairs is None:
             return
         if tick.ts < self._last_ts.get(symbol, tick.ts):
             self.out_of_order_ticks += 1
@@ -264,9 +264,10 @@ class StrategyManager:
         self.ticks += 1
         values = self._bank.update(tick)
         price = tick.price
-        for machine in machines:
+        for pair in pairs:
+            machine = pair.machine
             if machine.exposed:  # stops and targets of the open position see this price first
-                self._pairs[machine.pair].broker.on_bar(symbol, tick.ts, price, price, price, price, 0)
+                pair.broker.on_bar(symbol, tick.ts, price, price, price, price, 0)
             machine.on_tick(tick, values)
         now = self._clock()
         if now - self._published_at.get(tick.symbol, float("-inf")) >= INDICATOR_PUBLISH_INTERVAL:
