@@ -1,9 +1,9 @@
 """The embedded reference engine as the server's ``controller``.
 
-Owns the database, the indicator bank, the strategy manager, the execution controller (sessions)
-and the market-data tasks. It talks to the gateway only through the event bus (prices in;
-signals, state changes and session events out) and through the strategy manager's and the
-execution controller's methods, which the handlers call.
+Owns the database, the indicator bank, the symbol registry, the strategy manager, the execution
+controller (sessions), data collection and the market-data tasks. It talks to the gateway only
+through the event bus (prices in; signals, state changes and session events out) and through the
+services' methods, which the handlers call.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ import structlog
 from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus
 from tradewire.config import Settings
+from tradewire.engine.collection import CollectionManager
 from tradewire.engine.indicators import IndicatorBank, describe_indicators
 from tradewire.engine.market_data import MarketDataPublisher, MarketDataSource, ReplayFeed, SyntheticFeed
 from tradewire.engine.sessions.controller import ExecutionController
+from tradewire.engine.storage.collections import CollectionStorage
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolRegistry, SymbolSource, replay_symbol
 from tradewire.engine.ticks import Tick
 
 _log = structlog.get_logger("tradewire.engine")
@@ -42,15 +45,24 @@ class EmbeddedEngine:
         self.settings = settings
         self.database = Database(settings.database)
         self.bank = IndicatorBank()
+        self.symbols = SymbolRegistry()
+        self.symbols.add(SymbolSource.SYNTHETIC, settings.synthetic_symbols)
         self._bus: EventBus | None = None
-        self.strategies = StrategyManager(self.database, self.bank, self._publish)
+        self.strategies = StrategyManager(self.database, self.bank, self._publish, symbols=self.symbols)
         self.sessions = ExecutionController(
             self.database,
             self.strategies,
             self._publish,
             max_per_user=settings.max_sessions_per_user,
             max_total=settings.max_sessions_total,
-            live_symbols=lambda: settings.synthetic_symbols,
+            symbols=self.symbols,
+        )
+        self.collections = CollectionManager(
+            CollectionStorage(self.database),
+            self.symbols,
+            max_per_user=settings.max_collections_per_user,
+            buffer_rows=settings.collection_buffer_rows,
+            flush_interval=settings.collection_flush_interval,
         )
         self._started = False
         self._books: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask)
@@ -68,6 +80,7 @@ class EmbeddedEngine:
         try:
             await self.strategies.load(settings.synthetic_symbols or None)
             await self.sessions.start()
+            await self.collections.start()
             sources = await self._sources()
         except BaseException:
             await self.database.stop()
@@ -98,7 +111,9 @@ class EmbeddedEngine:
             )
         if settings.replay_dataset is not None:
             ticks = await self.database.load_ticks(settings.replay_dataset)
-            sources.append(ReplayFeed(ticks, settings.replay_speed or None))
+            if ticks:
+                self.symbols.add(SymbolSource.REPLAY, [replay_symbol(ticks[0].symbol)])
+            sources.append(ReplayFeed(ticks, settings.replay_speed or None, namespace=True))
         return sources
 
     async def stop(self) -> None:
@@ -108,6 +123,7 @@ class EmbeddedEngine:
         self._tasks.clear()
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
+        await self.collections.stop()  # commits what the collections buffered
         await self.sessions.stop()
         self.strategies.stop_all()
         self._started = False
@@ -132,6 +148,7 @@ class EmbeddedEngine:
         tick = Tick(symbol, float(price), float(volume), float(ts), bid, ask)
         self.strategies.on_tick(tick)
         self.sessions.on_tick(tick)
+        self.collections.on_tick(tick)
 
     def health(self) -> dict[str, Any]:
         failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception() is not None]
@@ -141,10 +158,18 @@ class EmbeddedEngine:
             "rejected_ticks": self.rejected_ticks,
             **self.strategies.health(),
             **self.sessions.health(),
+            **self.collections.health(),
         }
 
     def queries(self) -> dict[str, Any]:
-        return {"indicators": self._query_indicators, "datasets": self._query_datasets}
+        return {
+            "indicators": self._query_indicators,
+            "datasets": self._query_datasets,
+            "symbols": self._query_symbols,
+        }
+
+    def _query_symbols(self, conn: object, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.symbols.describe()
 
     def _query_indicators(self, conn: object, params: dict[str, Any]) -> list[dict[str, Any]]:
         return describe_indicators()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -38,6 +38,7 @@ from tradewire.engine.sessions.simulation import Publish, Simulation
 from tradewire.engine.storage.database import BarColumns, Database, SessionStorage
 from tradewire.engine.strategy_document import StrategyDocument
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolRegistry, SymbolSource
 from tradewire.engine.ticks import Tick
 from tradewire.errors import (
     DatasetNotFound,
@@ -74,7 +75,7 @@ class ExecutionController:
         *,
         max_per_user: int,
         max_total: int,
-        live_symbols: Callable[[], Collection[str]],
+        symbols: SymbolRegistry,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -83,7 +84,7 @@ class ExecutionController:
         self._publish = publish
         self._max_per_user = max_per_user
         self._max_total = max_total
-        self._live_symbols = live_symbols
+        self._symbols = symbols
         self._clock = clock
         self._active: dict[str, SessionRecord] = {}  # starting, running or stopping
         self._jobs: dict[str, tuple[Job, asyncio.Task[None]]] = {}
@@ -98,6 +99,12 @@ class ExecutionController:
         if self.interrupted_at_start:
             _log.warning("sessions.interrupted_by_restart", count=self.interrupted_at_start)
         await ensure_samples(self._db)
+        await self.refresh_dataset_symbols()
+
+    async def refresh_dataset_symbols(self) -> None:
+        """Datasets are known symbols (a CLI import into a running server's database is seen here,
+        at the next backtest that names its symbol)."""
+        self._symbols.add(SymbolSource.DATASET, {dataset.symbol for dataset in await self._db.datasets()})
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Interrupt every running session (partial results are stored) and wait for them."""
@@ -138,9 +145,8 @@ class ExecutionController:
                 raise LiveTradingUnavailable()
             settings = self._config(session_type, config)
             plan = self._plan(strategy_config)
+            await self._check_symbols(session_type, plan)
             data = await self._datasets(plan, settings) if session_type == "backtest" else []
-            if session_type == "paper":
-                self._check_live_symbols(plan)
             self._check_conflicts(caller.user_id, session_type, plan)
             self._check_limits(caller.user_id)
             record = SessionRecord(
@@ -228,19 +234,14 @@ class ExecutionController:
                 )
         return [(symbol, mapping[symbol]) for symbol in symbols]
 
-    def _check_live_symbols(self, plan: StrategyPlan) -> None:
-        live = self._live_symbols()
-        errors = [
-            {
-                "path": f"strategy_config.{name}",
-                "message": f"no live feed for {symbol!r} (live: {sorted(live)})",
-            }
-            for name, (_, _, symbols) in plan.items()
-            for symbol in symbols
-            if symbol not in live
-        ]
-        if errors:
-            raise InvalidSessionConfig(errors)
+    async def _check_symbols(self, session_type: str, plan: StrategyPlan) -> None:
+        """Backtests need known symbols (datasets), paper and live sessions symbols a live feed
+        publishes: :class:`~tradewire.errors.UnknownSymbol` with close matches otherwise."""
+        live = session_type != "backtest"
+        for name, (_, _, symbols) in plan.items():
+            if not live and not self._symbols.known.issuperset(symbols):
+                await self.refresh_dataset_symbols()
+            self._symbols.require(symbols, live=live, path=f"strategy_config.{name}")
 
     def _check_conflicts(self, owner: str, session_type: str, plan: StrategyPlan) -> None:
         wanted = {(name, symbol) for name, (_, _, symbols) in plan.items() for symbol in symbols}
