@@ -22,7 +22,11 @@
         ├── ResultsNotAvailable      the session has no stored results (yet)
         ├── CollectionLimitExceeded  too many running collections of one user
         ├── LiveTradingUnavailable   no exchange adapter is configured (or it is not connected)
-        └── SessionFailed            a session could not go on (its message is safe to show)
+        ├── SessionFailed            a session could not go on (its message is safe to show)
+        └── ExchangeError            an exchange adapter failed (engine-internal: sessions report it)
+            ├── ExchangeUnavailable  the exchange cannot be reached now (network, maintenance, limits)
+            ├── ExchangeAuthFailed   the exchange refused the credentials (or their permissions)
+            └── OrderRejected        the exchange refused an order (the message is safe to show)
 
 (``IndicatorError`` in :mod:`tradewire.engine.indicators` and ``StrategyValidationError`` in
 :mod:`tradewire.engine.strategy_document` are engine errors too.)
@@ -194,6 +198,22 @@ class LiveTradingUnavailable(EngineError):
             message or "live trading needs a configured exchange adapter; none is configured on this server",
             details,
         )
+
+
+class ExchangeError(EngineError):
+    """A failure at the exchange boundary; the message is ours (never the exchange's raw text)."""
+
+
+class ExchangeUnavailable(ExchangeError):
+    """The exchange cannot be reached now; retrying later may work (an order's fate is unknown)."""
+
+
+class ExchangeAuthFailed(ExchangeError):
+    """The exchange refused the configured credentials; retrying will not help."""
+
+
+class OrderRejected(ExchangeError):
+    """The exchange refused the order (insufficient funds, below the minimum, ...)."""
 
 
 class ErrorHandler:

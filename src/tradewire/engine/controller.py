@@ -13,14 +13,18 @@ import math
 from typing import Any, TypeGuard
 
 import structlog
+from pydantic import SecretStr
 
 from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus
 from tradewire.config import Settings
 from tradewire.engine.collection import CollectionManager
+from tradewire.engine.exchange import ExchangeAdapter
+from tradewire.engine.exchange_service import ExchangeService
 from tradewire.engine.indicators import IndicatorBank, describe_indicators
 from tradewire.engine.market_data import MarketDataPublisher, MarketDataSource, ReplayFeed, SyntheticFeed
 from tradewire.engine.sessions.controller import ExecutionController
+from tradewire.engine.sessions.live import FLATTEN_WAIT
 from tradewire.engine.storage.collections import CollectionStorage
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_manager import StrategyManager
@@ -38,10 +42,35 @@ def _finite(value: object) -> TypeGuard[float]:
 ENGINE_SUBSCRIBER = "engine"
 
 
-class EmbeddedEngine:
-    """What ``tradewire serve`` runs behind the gateway by default."""
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
-    def __init__(self, settings: Settings) -> None:
+
+def ccxt_adapter(settings: Settings) -> ExchangeAdapter:
+    """The ccxt adapter the settings describe (``TRADEWIRE_EXCHANGE`` and its credentials)."""
+    from tradewire.engine.exchange_ccxt import CcxtAdapter
+
+    return CcxtAdapter(
+        settings.exchange,
+        api_key=_secret(settings.exchange_api_key),
+        secret=_secret(settings.exchange_api_secret),
+        password=_secret(settings.exchange_password),
+        api_url=settings.exchange_api_url,
+        sandbox=settings.exchange_sandbox,
+        timeout=settings.exchange_timeout,
+        config=settings.exchange_config,
+    )
+
+
+class EmbeddedEngine:
+    """What ``tradewire serve`` runs behind the gateway by default.
+
+    Live trading goes through ``exchange`` (any :class:`~tradewire.engine.exchange.ExchangeAdapter`),
+    or, when none is given and ``settings.exchange`` names one, through ccxt; without either,
+    ``live`` sessions answer ``live_trading_unavailable``.
+    """
+
+    def __init__(self, settings: Settings, exchange: ExchangeAdapter | None = None) -> None:
         self.settings = settings
         self.database = Database(settings.database)
         self.bank = IndicatorBank()
@@ -49,6 +78,19 @@ class EmbeddedEngine:
         self.symbols.add(SymbolSource.SYNTHETIC, settings.synthetic_symbols)
         self._bus: EventBus | None = None
         self.strategies = StrategyManager(self.database, self.bank, self._publish, symbols=self.symbols)
+        if exchange is None and settings.exchange:
+            exchange = ccxt_adapter(settings)
+        self.exchange = (
+            ExchangeService(
+                exchange,
+                self.symbols,
+                settings.exchange_symbols,
+                poll_interval=settings.exchange_poll_interval,
+                publish=self._publish,
+            )
+            if exchange is not None
+            else None
+        )
         self.sessions = ExecutionController(
             self.database,
             self.strategies,
@@ -56,6 +98,7 @@ class EmbeddedEngine:
             max_per_user=settings.max_sessions_per_user,
             max_total=settings.max_sessions_total,
             symbols=self.symbols,
+            exchange=self.exchange,
         )
         self.collections = CollectionManager(
             CollectionStorage(self.database),
@@ -90,6 +133,8 @@ class EmbeddedEngine:
         loop = asyncio.get_running_loop()
         for source in sources:
             self._tasks.append(loop.create_task(source.run(MarketDataPublisher(bus, source.name))))
+        if self.exchange is not None:
+            await self.exchange.start(MarketDataPublisher(bus, self.exchange.source))
         _log.info(
             "engine.started",
             sources=[source.name for source in sources],
@@ -124,7 +169,9 @@ class EmbeddedEngine:
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
         await self.collections.stop()  # commits what the collections buffered
-        await self.sessions.stop()
+        await self.sessions.stop(self._stop_wait())  # live sessions close their positions first
+        if self.exchange is not None:
+            await self.exchange.stop()
         self.strategies.stop_all()
         self._started = False
         await self.database.stop()
@@ -159,7 +206,12 @@ class EmbeddedEngine:
             **self.strategies.health(),
             **self.sessions.health(),
             **self.collections.health(),
+            **(self.exchange.health() if self.exchange is not None else {}),
         }
+
+    def _stop_wait(self) -> float:
+        """Sessions get longer to end when live ones must close positions on the exchange."""
+        return FLATTEN_WAIT + 5.0 if self.exchange is not None else 5.0
 
     def queries(self) -> dict[str, Any]:
         return {

@@ -30,11 +30,13 @@ import structlog
 from tradewire.bus import topics
 from tradewire.controller import Caller
 from tradewire.engine.datasets import ensure_samples
+from tradewire.engine.exchange_service import ExchangeService
 from tradewire.engine.sessions.config import SessionConfig, parse_config
 from tradewire.engine.sessions.jobs import BacktestJob, Job, PaperJob
+from tradewire.engine.sessions.live import LiveBroker, LiveJob, RiskLimits
 from tradewire.engine.sessions.records import SessionRecord, SessionStatus, new_session_id
 from tradewire.engine.sessions.results import headline, pack, unpack_equity
-from tradewire.engine.sessions.simulation import Publish, Simulation
+from tradewire.engine.sessions.simulation import BrokerFactory, Publish, Simulation
 from tradewire.engine.storage.database import BarColumns, Database, SessionStorage
 from tradewire.engine.strategy_document import StrategyDocument
 from tradewire.engine.strategy_manager import StrategyManager
@@ -50,6 +52,7 @@ from tradewire.errors import (
     SessionLimitExceeded,
     SessionNotFound,
     StrategyDisabled,
+    UnknownSymbol,
 )
 
 _log = structlog.get_logger("tradewire.sessions")
@@ -61,6 +64,7 @@ _TERMINAL_TOPIC = {
     SessionStatus.INTERRUPTED: topics.EXECUTION_INTERRUPTED,
 }
 _BACKTEST_ONLY = ("dataset_id", "datasets", "acceleration_factor", "close_at_end")
+_LIVE_ONLY = ("max_position_notional", "max_orders_per_minute")
 StrategyPlan = dict[str, tuple[StrategyDocument, int, list[str]]]
 
 
@@ -76,6 +80,7 @@ class ExecutionController:
         max_per_user: int,
         max_total: int,
         symbols: SymbolRegistry,
+        exchange: ExchangeService | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -85,10 +90,11 @@ class ExecutionController:
         self._max_per_user = max_per_user
         self._max_total = max_total
         self._symbols = symbols
+        self._exchange = exchange  # live sessions trade through it (None: live is unavailable)
         self._clock = clock
         self._active: dict[str, SessionRecord] = {}  # starting, running or stopping
         self._jobs: dict[str, tuple[Job, asyncio.Task[None]]] = {}
-        self._paper: dict[str, list[PaperJob]] = {}  # symbol → paper jobs fed by the live feed
+        self._paper: dict[str, list[PaperJob]] = {}  # symbol → paper and live jobs fed by the live feed
         self._lock = asyncio.Lock()  # checks and insert of a start never interleave
         self.interrupted_at_start = 0
 
@@ -142,7 +148,7 @@ class ExecutionController:
                 if existing is not None:
                     return existing.describe() | {"existing": True}
             if session_type == "live":
-                raise LiveTradingUnavailable()
+                self._check_exchange()
             settings = self._config(session_type, config)
             plan = self._plan(strategy_config)
             await self._check_symbols(session_type, plan)
@@ -163,8 +169,23 @@ class ExecutionController:
             self._launch(record, plan, settings, data)
         return record.describe() | {"existing": False}
 
+    def _check_exchange(self) -> None:
+        if self._exchange is None:
+            raise LiveTradingUnavailable()
+        if not self._exchange.connected:
+            raise LiveTradingUnavailable(
+                f"the exchange {self._exchange.name} is not connected; retry when it is",
+                {"exchange": self._exchange.name, "connected": False},
+            )
+
     def _config(self, session_type: str, raw: dict[str, Any]) -> SessionConfig:
         settings = parse_config(raw)
+        if session_type != "live":
+            wrong = [key for key in _LIVE_ONLY if key in raw]
+            if wrong:
+                raise InvalidSessionConfig(
+                    [{"path": f"config.{key}", "message": "only for live sessions"} for key in wrong]
+                )
         if session_type != "backtest":
             wrong = [key for key in _BACKTEST_ONLY if key in raw]
             if wrong:
@@ -241,7 +262,13 @@ class ExecutionController:
         for name, (_, _, symbols) in plan.items():
             if not live and not self._symbols.known.issuperset(symbols):
                 await self.refresh_dataset_symbols()
-            self._symbols.require(symbols, live=live, path=f"strategy_config.{name}")
+            path = f"strategy_config.{name}"
+            self._symbols.require(symbols, live=live, path=path)
+            if session_type == "live" and self._exchange is not None:
+                feed = frozenset(self._exchange.feed)
+                for symbol in symbols:  # live trades only what the exchange itself feeds
+                    if symbol not in feed:
+                        raise UnknownSymbol(symbol, self._symbols.matches(symbol, feed), live=True, path=path)
 
     def _check_conflicts(self, owner: str, session_type: str, plan: StrategyPlan) -> None:
         wanted = {(name, symbol) for name, (_, _, symbols) in plan.items() for symbol in symbols}
@@ -263,7 +290,9 @@ class ExecutionController:
         self, record: SessionRecord, plan: StrategyPlan, settings: SessionConfig, data: list[tuple[str, int]]
     ) -> None:
         publish = self._publish if settings.streams_events(record.session_type) else None
-        sim = Simulation(record.id, record.owner, plan, settings, publish)
+        sim = Simulation(
+            record.id, record.owner, plan, settings, publish, self._live_broker(record, settings)
+        )
         progress = self._progress_reporter(record)
         job: Job
         if record.session_type == "backtest":
@@ -278,10 +307,19 @@ class ExecutionController:
                 acceleration=settings.acceleration_factor,
                 close_at_end=settings.close_at_end,
             )
+        elif record.session_type == "live":
+            job = LiveJob(sim, progress, max_duration=settings.max_duration_seconds)
         else:
             job = PaperJob(sim, progress, max_duration=settings.max_duration_seconds)
         task = asyncio.get_running_loop().create_task(self._run(record, job))
         self._jobs[record.id] = (job, task)
+
+    def _live_broker(self, record: SessionRecord, settings: SessionConfig) -> BrokerFactory | None:
+        exchange = self._exchange
+        if record.session_type != "live" or exchange is None:
+            return None
+        risk = RiskLimits(settings.max_position_notional, settings.max_orders_per_minute)
+        return lambda observer: LiveBroker(record.id, settings.initial_capital, exchange, risk, observer)
 
     async def _run(self, record: SessionRecord, job: Job) -> None:
         try:
