@@ -192,18 +192,26 @@ class KrakenStandIn:
         return _ok({"amend_id": "T" + secrets.token_hex(6).upper()})
 
     def query(self, form: dict[str, str]) -> dict[str, Any]:
-        found = {txid: self.orders[txid].to_kraken() for txid in form.get("txid", "").split(",") if txid in self.orders}
+        found = {
+            txid: self.orders[txid].to_kraken()
+            for txid in form.get("txid", "").split(",")
+            if txid in self.orders
+        }
         if not found:
             return {"error": ["EOrder:Invalid order"]}
         return _ok(found)
 
     def listing(self, status: str) -> dict[str, Any]:
-        chosen = {o.txid: o.to_kraken() for o in self.orders.values() if (o.status == "open") == (status == "open")}
+        chosen = {
+            o.txid: o.to_kraken() for o in self.orders.values() if (o.status == "open") == (status == "open")
+        }
         return _ok({status: chosen, "count": len(chosen)})
 
     def balance_ex(self) -> dict[str, Any]:
         held = dict.fromkeys(self.balances, 0.0)
-        return _ok({a: {"balance": f"{v:.8f}", "hold_trade": f"{held[a]:.8f}"} for a, v in self.balances.items()})
+        return _ok(
+            {a: {"balance": f"{v:.8f}", "hold_trade": f"{held[a]:.8f}"} for a, v in self.balances.items()}
+        )
 
     def ticker(self, pairs: str) -> dict[str, Any]:
         result = {}
@@ -243,7 +251,13 @@ def _ok(result: Any) -> dict[str, Any]:
 def _assets() -> dict[str, Any]:
     return _ok(
         {
-            asset: {"aclass": "currency", "altname": alt, "decimals": decimals, "display_decimals": 5, "status": "enabled"}
+            asset: {
+                "aclass": "currency",
+                "altname": alt,
+                "decimals": decimals,
+                "display_decimals": 5,
+                "status": "enabled",
+            }
             for asset, (alt, decimals) in ASSETS.items()
         }
     )
@@ -286,13 +300,15 @@ def build_app(state: KrakenStandIn) -> Starlette:
         state.calls[name] += 1
         if state.down:
             return JSONResponse({"error": ["EService:Unavailable"]}, status_code=503)
-        if name == "Assets":
-            return JSONResponse(_assets())
-        if name == "AssetPairs":
-            return JSONResponse(_asset_pairs())
-        if name == "Ticker":
-            return JSONResponse(state.ticker(request.query_params.get("pair", "")))
-        return JSONResponse({"error": ["EGeneral:Unknown method"]}, status_code=404)
+        handlers: dict[str, Any] = {
+            "Assets": _assets,
+            "AssetPairs": _asset_pairs,
+            "Ticker": lambda: state.ticker(request.query_params.get("pair", "")),
+        }
+        handler = handlers.get(name)
+        if handler is None:
+            return JSONResponse({"error": ["EGeneral:Unknown method"]}, status_code=404)
+        return JSONResponse(handler())
 
     async def private(request: Request) -> JSONResponse:
         name = request.path_params["name"]
