@@ -18,9 +18,9 @@ Writes and memory::
   the buffer grows to ``buffer_rows`` and no further; updates arriving meanwhile are dropped and
   counted (``dropped`` in ``collection_status``, the collection record and the engine metric
   ``tradewire_engine_collection_dropped_rows``). Feeds are never blocked (a publisher must not
-  wait for a database) and memory stays bounded (~150 bytes a row). A failed write keeps its
-  rows at the head of the buffer and is retried with backoff; dropping newest keeps every
-  dataset a gap-free prefix up to the first drop.
+  wait for a database) and memory stays bounded (~220 bytes a row: 100,000 rows ≈ 21 MiB). A
+  failed write keeps its rows at the head of the buffer and is retried with backoff; dropping
+  newest keeps every dataset a gap-free prefix up to the first drop.
 * **Nothing is lost on stop or shutdown**: stopping (``collection_stop``, the duration, a server
   shutdown) stops accepting, then the writer commits everything still buffered before the
   collection ends; a crash loses only rows not yet committed (at most ``flush_interval`` of

@@ -112,8 +112,9 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
         "Stop a session or wait for one to finish.",
     ),
     ErrorCode.LIVE_TRADING_UNAVAILABLE: CodeInfo(
-        "`session_type: live` needs an exchange adapter, and this server has none configured.",
-        "Use `paper`, or ask the operator to configure an exchange.",
+        "`session_type: live` needs an exchange adapter: this server has none configured, or it is "
+        "not connected now (`details.connected: false`).",
+        "Use `paper`, ask the operator to configure an exchange, or retry when it is back.",
     ),
     ErrorCode.STRATEGY_NOT_FOUND: CodeInfo("No strategy has that name.", "List strategies."),
     ErrorCode.DATASET_NOT_FOUND: CodeInfo(
