@@ -125,7 +125,7 @@ async def test_collect_two_seconds_of_the_feed_then_backtest_it(settings_factory
             assert (
                 record["count"] == record["written"] == _rows(settings.data_dir / "tradewire.db", dataset_id)
             )
-            assert record["count"] > 100 and 50 < record["rate"] < 200
+            assert record["count"] > 50 and 1.9 <= record["count"] / record["rate"] <= 5  # ~2 s of data
             listed = await call(ws, {"type": "results_request", "request_type": "collection_list"})
             assert [c["collection_id"] for c in listed["data"]] == [cid]
             assert (await call(ws, {"type": "upsert_strategy", "strategy_config": FAST}))["version"] == 1
@@ -153,23 +153,26 @@ async def test_collect_two_seconds_of_the_feed_then_backtest_it(settings_factory
 
 
 async def test_stop_during_heavy_writes_loses_nothing(settings_factory: Factory) -> None:
-    """30,000 updates published as fast as the engine takes them; the stop right after the last one
-    commits every one of them: the dataset holds exactly what was published."""
-    settings = settings_factory(synthetic_symbols=["ETH-USD"], synthetic_interval=3600)
+    """32,500 updates published as fast as the engine takes them (the writer commits full batches
+    meanwhile, the last partial one waits for the 10 s interval); the stop right after the last
+    one commits every one of them: the dataset holds exactly what was published."""
+    settings = settings_factory(
+        synthetic_symbols=["ETH-USD"], synthetic_interval=3600, collection_flush_interval=10
+    )
     async with engine_server(settings) as r:
         ws = await authed_client(r)
         async with ws:
             cid = (await call(ws, {"type": "collection_start", "symbols": ["ETH-USD"]}))["collection_id"]
             collector = _engine(r).collections._active[cid]
             started = time.perf_counter()
-            await _publish_drained(r, "ETH-USD", 30_000, 2e9)
+            await _publish_drained(r, "ETH-USD", 32_500, 2e9)
             published_in = time.perf_counter() - started
-            assert collector.pending > 0  # the writer is behind: the stop has work to do
+            assert collector.pending >= 2_500  # the stop has work to do
             stopped = await call(ws, {"type": "collection_stop", "collection_id": cid})
             record = stopped["collection"]
     dataset_id = record["datasets"]["ETH-USD"]
     assert record["status"] == "stopped" and record["dropped"] == 0 and record["pending"] == 0
-    assert record["written"] == 30_000 == _rows(settings.data_dir / "tradewire.db", dataset_id)
+    assert record["written"] == 32_500 == _rows(settings.data_dir / "tradewire.db", dataset_id)
     assert published_in < TIMEOUT * 4
 
 

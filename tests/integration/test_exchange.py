@@ -181,6 +181,10 @@ async def _live(ws: Any, name: str, **config: Any) -> dict[str, Any]:
     )
 
 
+def _exchange_alert(frame: dict[str, Any]) -> bool:
+    return frame.get("stream") == "health_check" and str(frame["data"]["event"]).startswith("health.exchange")
+
+
 async def _subscribed(r: Running, *streams: str) -> Any:
     ws = await authed_client(r, Level.PREMIUM)
     for stream in streams:
@@ -302,10 +306,10 @@ async def test_live_needs_a_connected_exchange_and_a_fed_symbol(
                 {"type": "session_start", "session_type": "live", "strategy_config": {"hold": ["ETH-USD"]}},
             )
             state.down = True
-            down = await until(ws, lambda f: f.get("stream") == "health_check")
+            down = await until(ws, _exchange_alert)
             refused = await _live(ws, "hold")
             state.down = False
-            back = await until(ws, lambda f: f.get("stream") == "health_check")
+            back = await until(ws, _exchange_alert)
             health = r.server.controller.health()  # type: ignore[union-attr]
     assert symbols["BTC-USD"]["sources"] == ["dataset", "exchange"] and symbols["BTC-USD"]["live"] is True
     assert symbols["ETH-USD"]["sources"] == ["exchange"] and symbols["ETH-USD"]["live"] is False
