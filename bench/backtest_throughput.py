@@ -38,6 +38,7 @@ from tradewire.engine.indicators import IndicatorBank
 from tradewire.engine.sessions.controller import ExecutionController
 from tradewire.engine.storage.database import Bar, Database, sqlite_url
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolRegistry
 
 RATIO_TARGET = 1.5
 MILLION_TARGET_SECONDS = 10.0
@@ -93,12 +94,12 @@ async def run_tradewire(data: dict[str, list[Bar]], folder: Path) -> dict[str, A
 
     manager = StrategyManager(db, IndicatorBank(), lambda topic, payload: None)
     controller = ExecutionController(
-        db, manager, publish, max_per_user=5, max_total=5, live_symbols=lambda: []
+        db, manager, publish, max_per_user=5, max_total=5, symbols=SymbolRegistry()
     )
     await controller.start()
     datasets = {symbol: (await db.import_bars(symbol, "bench", bars)).id for symbol, bars in data.items()}
     for fast, slow in PAIRS:
-        await manager.upsert(strategy(fast, slow), "bench")
+        await manager.upsert(Caller("bench"), strategy(fast, slow))
     plan = {f"sma_{fast}_{slow}": sorted(data) for fast, slow in PAIRS}
     wall, cpu = time.perf_counter(), time.process_time()
     await controller.start_session(Caller("bench"), "backtest", plan, {"datasets": datasets}, None)

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from tradewire.controller import Caller
 from tradewire.engine.examples import EXAMPLES
 from tradewire.engine.indicators import IndicatorBank
 from tradewire.engine.market_data import SyntheticFeed
@@ -49,9 +50,9 @@ async def _manager(data_dir: Path, events: Counter[str]) -> StrategyManager:
         db, IndicatorBank(), lambda topic, payload: events.update((topic,)), clock=lambda: 0.0
     )
     for document in EXAMPLES:
-        name, _ = await manager.upsert(document, "bench")
+        name, _ = await manager.upsert(Caller("bench"), document)
         for symbol in SYMBOLS:
-            await manager.activate(name, symbol)
+            await manager.activate(Caller("bench"), name, symbol)
     await db.stop()
     return manager
 

@@ -21,7 +21,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 if TYPE_CHECKING:
     from tradewire.auth.throttle import ThrottlePolicy
@@ -118,6 +118,23 @@ class Settings(BaseSettings):
     replay_speed: float = Field(0.0, ge=0)  # market seconds per wall second; 0 = as fast as possible
     max_sessions_per_user: int = Field(5, ge=1)  # running backtest/paper/live sessions of one user
     max_sessions_total: int = Field(50, ge=1)  # running sessions of everyone
+    # Data collection (docs/COLLECTION.md): rows buffered per collection while the database is
+    # slow (past it, updates are dropped and counted), seconds between batched writes.
+    collection_buffer_rows: int = Field(100_000, ge=100, le=10_000_000)
+    collection_flush_interval: float = Field(0.5, gt=0, le=60)
+    max_collections_per_user: int = Field(3, ge=1)
+
+    # Live trading through ccxt (docs/EXCHANGES.md; needs `pip install tradewire[exchange]`)
+    exchange: str = ""  # ccxt exchange id, e.g. "kraken"; empty: no live trading
+    exchange_api_key: SecretStr | None = None
+    exchange_api_secret: SecretStr | None = None
+    exchange_password: SecretStr | None = None  # the passphrase some exchanges require
+    exchange_api_url: str = ""  # replaces scheme and host of the exchange's API URLs (a gateway, a stand-in)
+    exchange_sandbox: bool = False  # the exchange's test environment, where ccxt knows one
+    exchange_symbols: CommaList = []  # markets the engine polls and live sessions may trade
+    exchange_poll_interval: float = Field(2.0, gt=0)  # seconds between ticker and order polls
+    exchange_timeout: float = Field(10.0, gt=0)  # seconds per exchange request
+    exchange_config: dict[str, Any] = {}  # extra ccxt options, e.g. {"enableRateLimit": false}
 
     # Reconnect (DESIGN §3.5)
     session_ttl: float = Field(3600.0, gt=0)
@@ -149,12 +166,37 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.CONSOLE
     log_level: str = "info"
 
-    @field_validator("allowed_origins", "trusted_proxies", "synthetic_symbols", mode="before")
+    @field_validator(
+        "allowed_origins", "trusted_proxies", "synthetic_symbols", "exchange_symbols", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("synthetic_symbols", "exchange_symbols")
+    @classmethod
+    def _canonical_symbols(cls, value: list[str]) -> list[str]:
+        """One spelling per instrument (``btc/usd`` → ``BTC-USD``), no repeats."""
+        from tradewire.engine.symbols import MAX_SYMBOL, canonical
+
+        symbols = list(dict.fromkeys(canonical(item) for item in value))
+        too_long = [s for s in symbols if len(s) > MAX_SYMBOL]
+        if too_long:
+            raise ValueError(f"symbols longer than {MAX_SYMBOL} characters: {', '.join(too_long)}")
+        return symbols
+
+    @model_validator(mode="after")
+    def _one_live_source_per_symbol(self) -> Settings:
+        """Synthetic prices must never reach a symbol an exchange feeds (DESIGN §9)."""
+        both = sorted(set(self.synthetic_symbols) & set(self.exchange_symbols))
+        if both:
+            raise ValueError(
+                f"{', '.join(both)}: in both synthetic_symbols and exchange_symbols "
+                "(a symbol has one live feed)"
+            )
+        return self
 
     @field_validator("stream_history")
     @classmethod

@@ -9,6 +9,7 @@ map them to wire error codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,19 +25,20 @@ class Caller:
 
 
 class StrategyService(Protocol):
-    """Behind the six strategy messages."""
+    """Behind the six strategy messages. Writes check ownership: a strategy's owner or an admin
+    may change it (``NotOwner`` otherwise); what ``strategies`` shows depends on the caller."""
 
-    def strategies(self) -> list[dict[str, Any]]: ...
+    def strategies(self, caller: Caller) -> list[dict[str, Any]]: ...
 
     def validate(self, raw: object) -> dict[str, Any]:
         """``{valid, errors: [{path, message, code}], warnings: [...]}``; never raises."""
         ...
 
-    async def upsert(self, raw: object, created_by: str | None) -> tuple[str, int]: ...
+    async def upsert(self, caller: Caller, raw: object) -> tuple[str, int]: ...
 
-    async def activate(self, name: str, symbol: str) -> dict[str, Any]: ...
+    async def activate(self, caller: Caller, name: str, symbol: str) -> dict[str, Any]: ...
 
-    async def deactivate(self, name: str, symbol: str) -> dict[str, Any]: ...
+    async def deactivate(self, caller: Caller, name: str, symbol: str) -> dict[str, Any]: ...
 
     def status(self, name: str | None = None, symbol: str | None = None) -> list[dict[str, Any]]: ...
 
@@ -72,6 +74,30 @@ class SessionService(Protocol):
     async def datasets(self, symbol: str | None = None) -> list[dict[str, Any]]: ...
 
 
+class CollectionService(Protocol):
+    """Behind ``collection_*`` and ``results_request`` ``collection_list``. Users see and stop
+    their own collections only (admins: all); others' look absent (``CollectionNotFound``)."""
+
+    async def start_collection(self, caller: Caller, symbols: list[str], duration: str) -> dict[str, Any]: ...
+
+    async def stop_collection(self, caller: Caller, collection_id: str) -> dict[str, Any]: ...
+
+    async def collection(self, caller: Caller, collection_id: str) -> dict[str, Any]: ...
+
+    async def collections(self, caller: Caller, limit: int = 100) -> list[dict[str, Any]]: ...
+
+
+class SymbolDirectory(Protocol):
+    """The instruments an engine knows, for checks on the gateway's fast paths (``subscribe``)."""
+
+    def require(self, symbols: Iterable[str], *, live: bool = False, path: str | None = None) -> None:
+        """Raise ``UnknownSymbol`` (with close matches) for the first unknown symbol; must cost no
+        more than a set lookup when every symbol is known."""
+        ...
+
+    def describe(self) -> list[dict[str, Any]]: ...
+
+
 class Controller(Protocol):
     @property
     def strategies(self) -> StrategyService:
@@ -81,6 +107,16 @@ class Controller(Protocol):
     @property
     def sessions(self) -> SessionService | None:
         """The job controller behind the session messages (None: not served)."""
+        ...
+
+    @property
+    def collections(self) -> CollectionService | None:
+        """Data collection behind the collection messages (None: not served)."""
+        ...
+
+    @property
+    def symbols(self) -> SymbolDirectory | None:
+        """The engine's instruments (None: symbols are not checked)."""
         ...
 
     async def start(self, bus: EventBus) -> None:

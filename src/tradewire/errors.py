@@ -9,15 +9,24 @@
     │   └── PermissionDenied   authenticated, but lacking a permission
     └── EngineError            a domain failure of the trading engine (no wire code: the handlers
         │                      map each class to an ErrorCode in one table, handlers/engine_errors.py)
-        ├── NotFound                 StrategyNotFound, SessionNotFound, DatasetNotFound
+        ├── NotFound                 StrategyNotFound, SessionNotFound, DatasetNotFound,
+        │                            CollectionNotFound
+        ├── UnknownSymbol            a symbol the engine does not know (``details.matches``: close ones)
+        ├── NotOwner                 the object belongs to someone else (shipped examples: "tradewire")
         ├── StrategyInvalid          a strategy document with errors (``result`` holds all of them)
         ├── StrategyDisabled         ``enabled: false`` cannot run
         ├── SessionConflict          the same owner already runs that strategy on that symbol
         ├── SessionLimitExceeded     too many running sessions (per user or in total)
         ├── InvalidSessionConfig     ``config`` or ``strategy_config`` of a session is wrong
+        ├── InvalidRequest           another request value is wrong (``details.path`` names it)
         ├── ResultsNotAvailable      the session has no stored results (yet)
-        ├── LiveTradingUnavailable   no exchange adapter is configured
-        └── SessionFailed            a session could not go on (its message is safe to show)
+        ├── CollectionLimitExceeded  too many running collections of one user
+        ├── LiveTradingUnavailable   no exchange adapter is configured (or it is not connected)
+        ├── SessionFailed            a session could not go on (its message is safe to show)
+        └── ExchangeError            an exchange adapter failed (engine-internal: sessions report it)
+            ├── ExchangeUnavailable  the exchange cannot be reached now (network, maintenance, limits)
+            ├── ExchangeAuthFailed   the exchange refused the credentials (or their permissions)
+            └── OrderRejected        the exchange refused an order (the message is safe to show)
 
 (``IndicatorError`` in :mod:`tradewire.engine.indicators` and ``StrategyValidationError`` in
 :mod:`tradewire.engine.strategy_document` are engine errors too.)
@@ -101,6 +110,35 @@ class DatasetNotFound(NotFound):
         super().__init__(f"no dataset {dataset_id}", {"dataset_id": dataset_id})
 
 
+class CollectionNotFound(NotFound):
+    def __init__(self, collection_id: str) -> None:
+        super().__init__(f"no collection '{collection_id[:64]}'", {"collection_id": collection_id})
+
+
+class UnknownSymbol(EngineError):
+    """``details``: the symbol, up to three close ``matches``, and whether a live feed was needed."""
+
+    def __init__(
+        self, symbol: str, matches: list[str], *, live: bool = False, path: str | None = None
+    ) -> None:
+        what = "no live feed publishes" if live else "unknown symbol"
+        hint = f"; did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+        details: dict[str, Any] = {"symbol": symbol, "matches": matches, "live": live}
+        if path is not None:
+            details["path"] = path
+        super().__init__(f"{what} {symbol[:32]!r}{hint}", details)
+
+
+class NotOwner(EngineError):
+    """A change to an object only its owner (or an admin) may change."""
+
+    def __init__(self, kind: str, name: str, owner: str) -> None:
+        super().__init__(
+            f"{kind} '{name[:128]}' belongs to {owner[:128]}: only its owner or an admin may change it",
+            {"required": "owner", kind + "_name": name, "owner": owner},
+        )
+
+
 class StrategyInvalid(EngineError):
     """``details`` is the validation result ``{valid, errors, warnings}``."""
 
@@ -130,6 +168,13 @@ class InvalidSessionConfig(EngineError):
         super().__init__("session configuration is invalid", {"errors": errors})
 
 
+class InvalidRequest(EngineError):
+    """A value of a request the wire schema let through is wrong (e.g. a zero duration)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message, {"path": path})
+
+
 class ResultsNotAvailable(EngineError):
     def __init__(self, session_id: str, status: str) -> None:
         super().__init__(
@@ -142,11 +187,33 @@ class SessionFailed(EngineError):
     """A session ended with an error its owner can act on (e.g. an empty dataset)."""
 
 
+class CollectionLimitExceeded(EngineError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"at most {limit} running collections per user", {"limit": limit})
+
+
 class LiveTradingUnavailable(EngineError):
-    def __init__(self) -> None:
+    def __init__(self, message: str | None = None, details: dict[str, Any] | None = None) -> None:
         super().__init__(
-            "live trading needs a configured exchange adapter; none is configured on this server"
+            message or "live trading needs a configured exchange adapter; none is configured on this server",
+            details,
         )
+
+
+class ExchangeError(EngineError):
+    """A failure at the exchange boundary; the message is ours (never the exchange's raw text)."""
+
+
+class ExchangeUnavailable(ExchangeError):
+    """The exchange cannot be reached now; retrying later may work (an order's fate is unknown)."""
+
+
+class ExchangeAuthFailed(ExchangeError):
+    """The exchange refused the configured credentials; retrying will not help."""
+
+
+class OrderRejected(ExchangeError):
+    """The exchange refused the order (insufficient funds, below the minimum, ...)."""
 
 
 class ErrorHandler:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -72,6 +73,9 @@ class ServerMetrics:
         self.unknown_topics: Counter[str] = Counter()  # bus topics with no stream, by topic
         self.reconnects: Counter[str] = Counter()  # reconnect attempts by result
         self.queue_bytes: Callable[[], list[int]] = list  # per-connection queued bytes, at scrape
+        # The engine's health figures; the numeric ones are exported as tradewire_engine_<name>
+        # gauges (e.g. collection_dropped_rows). None: no engine behind the gateway.
+        self.engine: Callable[[], dict[str, Any]] | None = None
 
     def observe_latency(self, message_type: str, seconds: float) -> None:
         hist = self.latency.get(message_type)
@@ -120,6 +124,15 @@ class _Collector(Collector):
         for message_type, h in sorted(m.latency.items()):
             hist.add_metric([message_type], h.cumulative(), h.total)
         yield hist
+        yield from _engine_metrics(m)
+
+
+def _engine_metrics(m: ServerMetrics) -> Iterator[Metric]:
+    if m.engine is None:
+        return
+    for name, value in sorted(m.engine().items()):
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            yield GaugeMetricFamily(f"tradewire_engine_{name}", f"Engine health figure {name}", value)
 
 
 def _labelled(name: str, doc: str, label: str, values: Counter[str]) -> CounterMetricFamily:

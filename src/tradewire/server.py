@@ -34,6 +34,7 @@ from tradewire.core.lifecycle import ConnectionLifecycle, ConnectionLimits
 from tradewire.core.router import MessageRouter
 from tradewire.errors import ErrorHandler
 from tradewire.handlers.auth import AuthMessageHandler
+from tradewire.handlers.collection import COLLECTION_TYPES, CollectionMessageHandler
 from tradewire.handlers.engine_errors import to_request_error
 from tradewire.handlers.protocol import ProtocolHandler
 from tradewire.handlers.results import RESULTS_TYPES, ResultsHandler
@@ -42,7 +43,7 @@ from tradewire.handlers.strategy import STRATEGY_TYPES, StrategyHandler
 from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
-from tradewire.protocol.messages import MessageType, Stream
+from tradewire.protocol.messages import Stream
 from tradewire.sessions.reconnect import ReconnectService
 from tradewire.sessions.session_store import SessionStore, SessionStoreError
 from tradewire.sessions.session_store_memory import MemorySessionStore
@@ -99,6 +100,8 @@ class WebSocketAPIServer:
     def _build(self) -> None:
         s = self.settings
         self.metrics = ServerMetrics()
+        if self.controller is not None:
+            self.metrics.engine = self.controller.health
         self.flusher = Flusher()
         self.error_handler = ErrorHandler(self.clock)
         self.auth_handler = AuthHandler.from_settings(s)
@@ -167,7 +170,10 @@ class WebSocketAPIServer:
         self.event_bus: EventBus = self._given_bus or InMemoryEventBus(self.metrics)
         self.event_bridge = EventBridge(self.event_bus, self.broadcast_provider, self.metrics)
         self.subscription_handler = SubscriptionHandler(
-            self.subscription_manager, self.broadcast_provider, self.clock
+            self.subscription_manager,
+            self.broadcast_provider,
+            self.clock,
+            self.controller.symbols if self.controller is not None else None,
         )
         self.metrics.queue_bytes = lambda: [conn.queued_bytes() for conn in self.connection_manager]
 
@@ -223,17 +229,16 @@ class WebSocketAPIServer:
             for name, action in controller.queries().items():
                 self.protocol_handler.register_query(name, action)
         sessions = controller.sessions if controller is not None else None
+        collections = controller.collections if controller is not None else None
         if sessions is None:
             router.include(UnavailableHandler("sessions").routes((*SESSION_TYPES, *RESULTS_TYPES)))
         else:
             router.include(SessionHandler(sessions).routes())
-            router.include(ResultsHandler(sessions).routes())
-        collection = (
-            MessageType.COLLECTION_START,
-            MessageType.COLLECTION_STOP,
-            MessageType.COLLECTION_STATUS,
-        )
-        router.include(UnavailableHandler("collection").routes(collection))
+            router.include(ResultsHandler(sessions, collections).routes())
+        if collections is None:
+            router.include(UnavailableHandler("collection").routes(COLLECTION_TYPES))
+        else:
+            router.include(CollectionMessageHandler(collections).routes())
 
     # ------------------------------------------------------------------ public API (seed)
     async def start(self) -> None:

@@ -171,6 +171,7 @@ MATRIX: list[tuple[str, dict[str, Any], Permission | str | None]] = [
     ("query server_info", {"type": "query", "query_type": "server_info"}, AUTH),
     ("query indicators", {"type": "query", "query_type": "indicators"}, AUTH),
     ("query datasets", {"type": "query", "query_type": "datasets"}, AUTH),
+    ("query symbols", {"type": "query", "query_type": "symbols"}, AUTH),
     (
         "session_start live",
         {"type": "session_start", "session_type": "live", "strategy_config": {}},
@@ -188,8 +189,12 @@ MATRIX: list[tuple[str, dict[str, Any], Permission | str | None]] = [
     ),
     ("session_stop", {"type": "session_stop", "session_id": "s1"}, AUTH),
     ("session_status", {"type": "session_status"}, Permission.READ_SESSIONS),
-    ("collection_start", {"type": "collection_start", "symbols": ["BTC-USD"]}, AUTH),
-    ("collection_stop", {"type": "collection_stop", "collection_id": "c1"}, AUTH),
+    (
+        "collection_start",
+        {"type": "collection_start", "symbols": ["BTC-USD"]},
+        Permission.MANAGE_COLLECTION,
+    ),
+    ("collection_stop", {"type": "collection_stop", "collection_id": "c1"}, Permission.MANAGE_COLLECTION),
     ("collection_status", {"type": "collection_status"}, AUTH),
     (
         "results_request",

@@ -16,11 +16,13 @@ from tests.helpers import (
     until,
 )
 from tradewire import Level
+from tradewire.controller import Caller
 from tradewire.engine.controller import EmbeddedEngine
 from tradewire.engine.indicators import IndicatorBank
 from tradewire.engine.market_data import read_ohlcv_csv
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolSource
 from tradewire.engine.ticks import Tick
 
 SAMPLE = Path(__file__).resolve().parents[2] / "src/tradewire/engine/sample_data/GOOG.csv"
@@ -123,10 +125,13 @@ async def test_strategy_lifecycle_end_to_end(settings_factory: Callable[..., Any
 async def test_each_symbol_has_its_own_state(settings_factory: Callable[..., Any]) -> None:
     """One strategy on two symbols: a falling BTC signals on BTC only (the original shared state)."""
     async with engine_server(settings_factory(synthetic_symbols="")) as r:
-        manager = r.server.controller.strategies  # type: ignore[union-attr]
-        await manager.upsert(FAST_RSI, "test")
-        await manager.activate("fast_rsi", "BTC-USD")
-        await manager.activate("fast_rsi", "ETH-USD")
+        engine = r.server.controller
+        assert isinstance(engine, EmbeddedEngine)
+        engine.symbols.add(SymbolSource.SYNTHETIC, ["BTC-USD", "ETH-USD"])  # fed by this test
+        manager = engine.strategies
+        await manager.upsert(Caller("tests"), FAST_RSI)
+        await manager.activate(Caller("tests"), "fast_rsi", "BTC-USD")
+        await manager.activate(Caller("tests"), "fast_rsi", "ETH-USD")
         for n in range(10):
             manager.on_tick(Tick("BTC-USD", 100.0 - n, 1.0, 1_000.0 + n))
             manager.on_tick(Tick("ETH-USD", 100.0 + n, 1.0, 1_000.0 + n))
@@ -181,8 +186,8 @@ async def test_engine_replays_a_stored_dataset_and_ignores_malformed_prices(
     await db.start()
     await db.import_bars("GOOG", str(SAMPLE), read_ohlcv_csv(SAMPLE))
     manager = StrategyManager(db, IndicatorBank(), lambda topic, payload: None)
-    await manager.upsert(FAST_RSI, "test")  # stored and active before the engine starts replaying
-    await manager.activate("fast_rsi", "GOOG")
+    await manager.upsert(Caller("tests"), FAST_RSI)  # stored and active before the engine starts replaying
+    await manager.activate(Caller("tests"), "fast_rsi", "replay:GOOG")  # replays have their own symbols
     await db.stop()
     async with engine_server(settings) as r:
         engine = r.server.controller

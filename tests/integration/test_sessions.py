@@ -410,7 +410,9 @@ async def test_live_without_an_adapter_does_nothing(settings_factory: Factory) -
         ("backtest", {"dataset_id": 1}, {"nope": ["GOOG"]}, "strategy_not_found", None),
         ("backtest", {}, {"sma_cross": ["GOOG"]}, "validation_error", "config.dataset_id"),
         ("paper", {"dataset_id": 1}, {"sma_cross": ["BTC-USD"]}, "validation_error", "config.dataset_id"),
-        ("paper", {}, {"sma_cross": ["DOGE-USD"]}, "validation_error", "strategy_config.sma_cross"),
+        ("paper", {}, {"sma_cross": ["DOGE-USD"]}, "unknown_symbol", None),
+        ("paper", {}, {"sma_cross": ["GOOG"]}, "unknown_symbol", None),  # a dataset, not a live feed
+        ("backtest", {"dataset_id": 1}, {"sma_cross": ["goog"]}, "unknown_symbol", None),
     ],
 )
 async def test_bad_session_requests_get_typed_errors(

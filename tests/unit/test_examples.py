@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.helpers import TIMEOUT, engine_server, make_settings
 from tradewire.config import Settings
+from tradewire.controller import Caller
 from tradewire.engine.examples import EXAMPLES, SYNTHETIC_SYMBOLS
 from tradewire.engine.indicators import IndicatorBank
 from tradewire.engine.market_data import SyntheticFeed
@@ -26,7 +27,9 @@ async def test_examples_signal_within_a_minute_of_the_default_feed(tmp_path: Pat
     events: Counter[str] = Counter()
     manager = StrategyManager(db, IndicatorBank(), lambda topic, payload: events.update((topic,)))
     await manager.load()  # empty database: installs and activates the examples
-    assert {s["strategy_name"] for s in manager.strategies()} == {d["strategy_name"] for d in EXAMPLES}
+    assert {s["strategy_name"] for s in manager.strategies(Caller("tests"))} == {
+        d["strategy_name"] for d in EXAMPLES
+    }
     assert len(manager.status()) == len(EXAMPLES) * len(SYNTHETIC_SYMBOLS)
     feed = SyntheticFeed(defaults.synthetic_symbols, seed=defaults.synthetic_seed)
     ticks_per_minute = int(60 / defaults.synthetic_interval)

@@ -15,12 +15,14 @@ from tests.unit.test_core import make_conn
 from tradewire import ManualClock
 from tradewire.auth.permissions import Level, permissions_for
 from tradewire.auth.tokens import Principal
+from tradewire.controller import Caller
 from tradewire.core.connection import Connection
 from tradewire.engine.indicators import IndicatorBank, IndicatorError
 from tradewire.engine.sessions.controller import ExecutionController
 from tradewire.engine.storage.database import Database, sqlite_url
 from tradewire.engine.strategy_document import StrategyValidationError, ValidationResult
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolRegistry, SymbolSource
 from tradewire.errors import (
     DatasetNotFound,
     InvalidSessionConfig,
@@ -57,6 +59,12 @@ SMA = {
 }
 
 
+def _symbols() -> SymbolRegistry:
+    registry = SymbolRegistry()
+    registry.add(SymbolSource.SYNTHETIC, ["BTC-USD"])
+    return registry
+
+
 class Engine:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -64,7 +72,7 @@ class Engine:
         self.changed = asyncio.Event()
         self.manager = StrategyManager(db, IndicatorBank(), lambda topic, payload: None)
         self.controller = ExecutionController(
-            db, self.manager, self.publish, max_per_user=2, max_total=3, live_symbols=lambda: ["BTC-USD"]
+            db, self.manager, self.publish, max_per_user=2, max_total=3, symbols=_symbols()
         )
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
@@ -84,7 +92,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     await db.start()
     engine = Engine(db)
     await engine.controller.start()
-    await engine.manager.upsert(SMA, "tests")
+    await engine.manager.upsert(Caller("tests"), SMA)
     yield engine
     await engine.controller.stop()
     await db.stop()
@@ -146,8 +154,8 @@ async def test_limits_per_user_and_in_total(engine: Engine) -> None:
     handler = SessionHandler(engine.controller)
     paced = {"acceleration_factor": 86400}
     for user in ("alice", "alice", "bob"):
-        await engine.manager.upsert({**SMA, "strategy_name": f"sma_{len(engine.events)}_{user}"}, "t")
-    names = [s["strategy_name"] for s in engine.manager.strategies()]
+        await engine.manager.upsert(Caller("t"), {**SMA, "strategy_name": f"sma_{len(engine.events)}_{user}"})
+    names = [s["strategy_name"] for s in engine.manager.strategies(Caller("tests"))]
     for name, user in zip(names[1:3], ("alice", "alice"), strict=True):
         message = _message(
             {

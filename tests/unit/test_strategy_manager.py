@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tradewire.controller import Caller
 from tradewire.engine.examples import RSI_MEAN_REVERSION
 from tradewire.engine.indicators import IndicatorBank, indicator_key
 from tradewire.engine.storage.database import Database, sqlite_url
@@ -31,10 +32,10 @@ def _manager(db: Database, bank: IndicatorBank | None = None) -> StrategyManager
 
 async def test_upsert_versions_and_rejects_invalid_documents(db: Database) -> None:
     manager = _manager(db)
-    assert await manager.upsert(RSI_MEAN_REVERSION, "alice") == ("rsi_mean_reversion", 1)
-    assert await manager.upsert(RSI_MEAN_REVERSION, "bob") == ("rsi_mean_reversion", 2)
+    assert await manager.upsert(Caller("alice"), RSI_MEAN_REVERSION) == ("rsi_mean_reversion", 1)
+    assert await manager.upsert(Caller("alice"), RSI_MEAN_REVERSION) == ("rsi_mean_reversion", 2)
     with pytest.raises(StrategyInvalid) as exc:
-        await manager.upsert({**RSI_MEAN_REVERSION, "direction": "SIDEWAYS"}, "eve")
+        await manager.upsert(Caller("alice"), {**RSI_MEAN_REVERSION, "direction": "SIDEWAYS"})
     assert [e["path"] for e in exc.value.details["errors"]] == ["direction"]
     assert [s.version for s in await db.strategy_history("rsi_mean_reversion")] == [1, 2]
 
@@ -51,25 +52,25 @@ async def test_unloadable_stored_strategy_is_skipped_not_fatal(db: Database) -> 
     await db.set_active("good", "BTC-USD", True)
     manager = _manager(db)
     await manager.load()
-    assert [s["strategy_name"] for s in manager.strategies()] == ["good"]
+    assert [s["strategy_name"] for s in manager.strategies(Caller("tests"))] == ["good"]
     assert [p["strategy_name"] for p in manager.status()] == ["good"]
 
 
 async def test_deactivate_releases_shared_indicators(db: Database) -> None:
     bank = IndicatorBank()
     manager = _manager(db, bank)
-    await manager.upsert(RSI_MEAN_REVERSION, None)
-    await manager.activate("rsi_mean_reversion", "BTC-USD")
+    await manager.upsert(Caller("tests"), RSI_MEAN_REVERSION)
+    await manager.activate(Caller("tests"), "rsi_mean_reversion", "BTC-USD")
     rsi = indicator_key("rsi", {"period": 14})
     assert bank.refcount("BTC-USD", rsi) == 3  # s1, z1 and ze1 share one instance
-    await manager.activate("rsi_mean_reversion", "BTC-USD")  # idempotent
+    await manager.activate(Caller("tests"), "rsi_mean_reversion", "BTC-USD")  # idempotent
     assert bank.refcount("BTC-USD", rsi) == 3
-    await manager.deactivate("rsi_mean_reversion", "BTC-USD")
+    await manager.deactivate(Caller("tests"), "rsi_mean_reversion", "BTC-USD")
     assert bank.values("BTC-USD") == {}
-    again = await manager.deactivate("rsi_mean_reversion", "BTC-USD")  # idempotent
+    again = await manager.deactivate(Caller("tests"), "rsi_mean_reversion", "BTC-USD")  # idempotent
     assert again["state"] == "inactive"
     with pytest.raises(StrategyNotFound) as missing:
-        await manager.activate("nope", "BTC-USD")
+        await manager.activate(Caller("tests"), "nope", "BTC-USD")
     assert missing.value.details == {"strategy_name": "nope"}
 
 
@@ -87,7 +88,7 @@ async def test_indicator_params_are_validated_with_paths(db: Database) -> None:
     assert [e["path"] for e in result["errors"]] == ["s1_signal.conditions[0].params.perod"]
     assert result["errors"][0]["code"] == "invalid_params"
     with pytest.raises(StrategyInvalid):
-        await manager.upsert(bad, "eve")
+        await manager.upsert(Caller("eve"), bad)
     assert await db.latest_strategies() == []
 
 
@@ -107,8 +108,8 @@ async def test_a_bad_direction_does_not_hide_a_misspelled_parameter(db: Database
 async def test_ticks_older_than_the_last_one_are_dropped_and_counted(db: Database) -> None:
     bank = IndicatorBank()
     manager = _manager(db, bank)
-    await manager.upsert(RSI_MEAN_REVERSION, None)
-    await manager.activate("rsi_mean_reversion", "BTC-USD")
+    await manager.upsert(Caller("tests"), RSI_MEAN_REVERSION)
+    await manager.activate(Caller("tests"), "rsi_mean_reversion", "BTC-USD")
     manager.on_tick(Tick("BTC-USD", 100.0, 1.0, 10.0))
     manager.on_tick(Tick("BTC-USD", 101.0, 1.0, 10.0))  # same time: fine
     manager.on_tick(Tick("BTC-USD", 99.0, 1.0, 9.0))  # older: dropped
@@ -118,9 +119,10 @@ async def test_ticks_older_than_the_last_one_are_dropped_and_counted(db: Databas
 
 async def test_concurrent_activate_and_deactivate_end_consistent(db: Database) -> None:
     manager = _manager(db)
-    await manager.upsert(RSI_MEAN_REVERSION, None)
+    await manager.upsert(Caller("tests"), RSI_MEAN_REVERSION)
     await asyncio.gather(
-        manager.activate("rsi_mean_reversion", "BTC-USD"), manager.deactivate("rsi_mean_reversion", "BTC-USD")
+        manager.activate(Caller("tests"), "rsi_mean_reversion", "BTC-USD"),
+        manager.deactivate(Caller("tests"), "rsi_mean_reversion", "BTC-USD"),
     )
     running = {(p["strategy_name"], p["symbol"]) for p in manager.status()}
     assert running == set(await db.active_pairs())
@@ -154,10 +156,10 @@ async def test_deactivating_an_open_position_reports_it_closed(db: Database) -> 
             {"id": "z", "indicatorId": "rsi", "operator": ">", "value": 50, "params": {"period": 2}}
         ],
     }
-    await manager.upsert(fast, None)
-    await manager.activate("fast", "BTC-USD")
+    await manager.upsert(Caller("tests"), fast)
+    await manager.activate(Caller("tests"), "fast", "BTC-USD")
     for ts, price in enumerate([100, 99, 98, 97, 99, 99.5]):
         manager.on_tick(Tick("BTC-USD", float(price), 1.0, float(ts)))
     assert [s["signal_type"] for s in signals] == ["S1", "Z1"], signals
-    await manager.deactivate("fast", "BTC-USD")
+    await manager.deactivate(Caller("tests"), "fast", "BTC-USD")
     assert (signals[-1]["signal_type"], signals[-1]["reason"]) == ("ZE1", "deactivated")

@@ -37,3 +37,8 @@ POSITION_CLOSED: Final = "position.closed"
 
 # Operator alerts (→ ``health_check``), e.g. an emergency exit with the ``notify`` action
 ALERT_STRATEGY_EMERGENCY: Final = "health.strategy_emergency"
+ALERT_EXCHANGE_DISCONNECTED: Final = "health.exchange_disconnected"  # polls failing: live orders unwatched
+ALERT_EXCHANGE_RECONNECTED: Final = "health.exchange_reconnected"  # back, reconciled (strays listed)
+ALERT_LIVE_POSITION_LEFT_OPEN: Final = (
+    "health.live_position_left_open"  # a stopped live session could not flatten
+)

@@ -1,9 +1,9 @@
 """The embedded reference engine as the server's ``controller``.
 
-Owns the database, the indicator bank, the strategy manager, the execution controller (sessions)
-and the market-data tasks. It talks to the gateway only through the event bus (prices in;
-signals, state changes and session events out) and through the strategy manager's and the
-execution controller's methods, which the handlers call.
+Owns the database, the indicator bank, the symbol registry, the strategy manager, the execution
+controller (sessions), data collection and the market-data tasks. It talks to the gateway only
+through the event bus (prices in; signals, state changes and session events out) and through the
+services' methods, which the handlers call.
 """
 
 from __future__ import annotations
@@ -13,15 +13,22 @@ import math
 from typing import Any, TypeGuard
 
 import structlog
+from pydantic import SecretStr
 
 from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus
 from tradewire.config import Settings
+from tradewire.engine.collection import CollectionManager
+from tradewire.engine.exchange import ExchangeAdapter
+from tradewire.engine.exchange_service import ExchangeService
 from tradewire.engine.indicators import IndicatorBank, describe_indicators
 from tradewire.engine.market_data import MarketDataPublisher, MarketDataSource, ReplayFeed, SyntheticFeed
 from tradewire.engine.sessions.controller import ExecutionController
+from tradewire.engine.sessions.live import FLATTEN_WAIT
+from tradewire.engine.storage.collections import CollectionStorage
 from tradewire.engine.storage.database import Database
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolRegistry, SymbolSource, replay_symbol
 from tradewire.engine.ticks import Tick
 
 _log = structlog.get_logger("tradewire.engine")
@@ -35,22 +42,70 @@ def _finite(value: object) -> TypeGuard[float]:
 ENGINE_SUBSCRIBER = "engine"
 
 
-class EmbeddedEngine:
-    """What ``tradewire serve`` runs behind the gateway by default."""
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
-    def __init__(self, settings: Settings) -> None:
+
+def ccxt_adapter(settings: Settings) -> ExchangeAdapter:
+    """The ccxt adapter the settings describe (``TRADEWIRE_EXCHANGE`` and its credentials)."""
+    from tradewire.engine.exchange_ccxt import CcxtAdapter
+
+    return CcxtAdapter(
+        settings.exchange,
+        api_key=_secret(settings.exchange_api_key),
+        secret=_secret(settings.exchange_api_secret),
+        password=_secret(settings.exchange_password),
+        api_url=settings.exchange_api_url,
+        sandbox=settings.exchange_sandbox,
+        timeout=settings.exchange_timeout,
+        config=settings.exchange_config,
+    )
+
+
+class EmbeddedEngine:
+    """What ``tradewire serve`` runs behind the gateway by default.
+
+    Live trading goes through ``exchange`` (any :class:`~tradewire.engine.exchange.ExchangeAdapter`),
+    or, when none is given and ``settings.exchange`` names one, through ccxt; without either,
+    ``live`` sessions answer ``live_trading_unavailable``.
+    """
+
+    def __init__(self, settings: Settings, exchange: ExchangeAdapter | None = None) -> None:
         self.settings = settings
         self.database = Database(settings.database)
         self.bank = IndicatorBank()
+        self.symbols = SymbolRegistry()
+        self.symbols.add(SymbolSource.SYNTHETIC, settings.synthetic_symbols)
         self._bus: EventBus | None = None
-        self.strategies = StrategyManager(self.database, self.bank, self._publish)
+        self.strategies = StrategyManager(self.database, self.bank, self._publish, symbols=self.symbols)
+        if exchange is None and settings.exchange:
+            exchange = ccxt_adapter(settings)
+        self.exchange = (
+            ExchangeService(
+                exchange,
+                self.symbols,
+                settings.exchange_symbols,
+                poll_interval=settings.exchange_poll_interval,
+                publish=self._publish,
+            )
+            if exchange is not None
+            else None
+        )
         self.sessions = ExecutionController(
             self.database,
             self.strategies,
             self._publish,
             max_per_user=settings.max_sessions_per_user,
             max_total=settings.max_sessions_total,
-            live_symbols=lambda: settings.synthetic_symbols,
+            symbols=self.symbols,
+            exchange=self.exchange,
+        )
+        self.collections = CollectionManager(
+            CollectionStorage(self.database),
+            self.symbols,
+            max_per_user=settings.max_collections_per_user,
+            buffer_rows=settings.collection_buffer_rows,
+            flush_interval=settings.collection_flush_interval,
         )
         self._started = False
         self._books: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask)
@@ -68,6 +123,7 @@ class EmbeddedEngine:
         try:
             await self.strategies.load(settings.synthetic_symbols or None)
             await self.sessions.start()
+            await self.collections.start()
             sources = await self._sources()
         except BaseException:
             await self.database.stop()
@@ -77,6 +133,8 @@ class EmbeddedEngine:
         loop = asyncio.get_running_loop()
         for source in sources:
             self._tasks.append(loop.create_task(source.run(MarketDataPublisher(bus, source.name))))
+        if self.exchange is not None:
+            await self.exchange.start(MarketDataPublisher(bus, self.exchange.source))
         _log.info(
             "engine.started",
             sources=[source.name for source in sources],
@@ -98,7 +156,9 @@ class EmbeddedEngine:
             )
         if settings.replay_dataset is not None:
             ticks = await self.database.load_ticks(settings.replay_dataset)
-            sources.append(ReplayFeed(ticks, settings.replay_speed or None))
+            if ticks:
+                self.symbols.add(SymbolSource.REPLAY, [replay_symbol(ticks[0].symbol)])
+            sources.append(ReplayFeed(ticks, settings.replay_speed or None, namespace=True))
         return sources
 
     async def stop(self) -> None:
@@ -108,7 +168,10 @@ class EmbeddedEngine:
         self._tasks.clear()
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
-        await self.sessions.stop()
+        await self.collections.stop()  # commits what the collections buffered
+        await self.sessions.stop(self._stop_wait())  # live sessions close their positions first
+        if self.exchange is not None:
+            await self.exchange.stop()
         self.strategies.stop_all()
         self._started = False
         await self.database.stop()
@@ -132,6 +195,7 @@ class EmbeddedEngine:
         tick = Tick(symbol, float(price), float(volume), float(ts), bid, ask)
         self.strategies.on_tick(tick)
         self.sessions.on_tick(tick)
+        self.collections.on_tick(tick)
 
     def health(self) -> dict[str, Any]:
         failed = [t for t in self._tasks if t.done() and not t.cancelled() and t.exception() is not None]
@@ -141,10 +205,23 @@ class EmbeddedEngine:
             "rejected_ticks": self.rejected_ticks,
             **self.strategies.health(),
             **self.sessions.health(),
+            **self.collections.health(),
+            **(self.exchange.health() if self.exchange is not None else {}),
         }
 
+    def _stop_wait(self) -> float:
+        """Sessions get longer to end when live ones must close positions on the exchange."""
+        return FLATTEN_WAIT + 5.0 if self.exchange is not None else 5.0
+
     def queries(self) -> dict[str, Any]:
-        return {"indicators": self._query_indicators, "datasets": self._query_datasets}
+        return {
+            "indicators": self._query_indicators,
+            "datasets": self._query_datasets,
+            "symbols": self._query_symbols,
+        }
+
+    def _query_symbols(self, conn: object, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.symbols.describe()
 
     def _query_indicators(self, conn: object, params: dict[str, Any]) -> list[dict[str, Any]]:
         return describe_indicators()

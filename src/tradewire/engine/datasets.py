@@ -16,6 +16,8 @@ import structlog
 
 from tradewire.engine.market_data import detect_kind, read_ohlcv_csv, read_trades_csv
 from tradewire.engine.storage.database import Database, Dataset
+from tradewire.engine.storage.schema import SYSTEM_OWNER
+from tradewire.engine.symbols import canonical
 
 _log = structlog.get_logger("tradewire.datasets")
 SAMPLES: tuple[tuple[str, str], ...] = (
@@ -31,10 +33,17 @@ def content_hash(kind: str, symbol: str, data: bytes) -> str:
 
 
 async def import_file(
-    db: Database, path: Path, symbol: str, kind: str | None = None, source: str | None = None
+    db: Database,
+    path: Path,
+    symbol: str,
+    kind: str | None = None,
+    source: str | None = None,
+    owner: str = SYSTEM_OWNER,
 ) -> tuple[Dataset, bool]:
-    """Import a CSV as a dataset; ``(dataset, False)`` when the same content is already stored.
-    Reading and parsing run in a worker thread (files may be large)."""
+    """Import a CSV as a dataset of ``canonical(symbol)``; ``(dataset, False)`` when the same
+    content (kind, symbol and bytes) is already stored, whoever imported it and under whatever
+    file name. Reading and parsing run in a worker thread (files may be large)."""
+    symbol = canonical(symbol)
     if kind is None:
         kind = await asyncio.to_thread(detect_kind, path)
     data = await asyncio.to_thread(path.read_bytes)
@@ -45,9 +54,9 @@ async def import_file(
     label = source or str(path)
     if kind == "ohlcv":
         bars = await asyncio.to_thread(read_ohlcv_csv, path)
-        return await db.import_bars(symbol, label, bars, digest), True
+        return await db.import_bars(symbol, label, bars, digest, owner), True
     ticks = await asyncio.to_thread(read_trades_csv, path)
-    return await db.import_trades(symbol, label, ticks, digest), True
+    return await db.import_trades(symbol, label, ticks, digest, owner), True
 
 
 async def ensure_samples(db: Database) -> list[Dataset]:

@@ -14,7 +14,10 @@ Sources:
   it can never be mistaken for real prices (the original injected synthetic prices into real
   streams).
 - :class:`ReplayFeed` — ticks from stored datasets or files, at an acceleration factor (market
-  time / wall time) or as fast as possible.
+  time / wall time) or as fast as possible. The engine's replay of ``replay_dataset`` is labelled
+  ``source: "replay"`` and published under ``replay:<SYMBOL>`` (``namespace=True``), never under
+  the dataset's own symbol: a replay of 2012 BTC-USD prices must not interleave with a live
+  BTC-USD feed, in the strategies' indicators or on ``market_data``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, Protocol
 from tradewire.bus import topics
 from tradewire.bus.event_bus import EventBus
 from tradewire.engine.storage.database import Bar
+from tradewire.engine.symbols import replay_symbol
 from tradewire.engine.ticks import Tick
 
 TickSink = Callable[[Tick], None]
@@ -149,16 +153,19 @@ class SyntheticFeed:
 
 class ReplayFeed:
     """Replays ticks in order: ``speed`` × market time (e.g. 60 = a minute per second) or ``None``
-    for as fast as possible (yielding to the loop every 1000 ticks)."""
+    for as fast as possible (yielding to the loop every 1000 ticks); with ``namespace`` each tick
+    is published under :func:`~tradewire.engine.symbols.replay_symbol` of its symbol."""
 
     name = "replay"
 
-    def __init__(self, ticks: Iterable[Tick], speed: float | None = None) -> None:
+    def __init__(self, ticks: Iterable[Tick], speed: float | None = None, *, namespace: bool = False) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive (or None for as fast as possible)")
         self._ticks = ticks
         self.speed = speed
         self.replayed = 0
+        self._namespace = namespace
+        self._names: dict[str, str] = {}
 
     async def run(self, sink: TickSink) -> None:
         loop = asyncio.get_running_loop()
@@ -173,8 +180,14 @@ class ReplayFeed:
                 delay = start_wall + (tick.ts - start_market) / self.speed - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            sink(tick)
+            sink(self._label(tick) if self._namespace else tick)
             self.replayed += 1
+
+    def _label(self, tick: Tick) -> Tick:
+        name = self._names.get(tick.symbol)
+        if name is None:
+            name = self._names[tick.symbol] = replay_symbol(tick.symbol)
+        return Tick(name, tick.price, tick.volume, tick.ts, tick.bid, tick.ask)
 
 
 # ---------------------------------------------------------------------- files

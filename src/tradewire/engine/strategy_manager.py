@@ -7,6 +7,12 @@ object across symbols, so the last symbol won). Indicators are shared per symbol
 Documents and activations are stored in the database (every write in a transaction) and loaded
 at start; the first start installs the example strategies. The handler layer never touches
 storage: it calls this class.
+
+Ownership: a strategy belongs to whoever stored its first version (the shipped examples to
+``tradewire``). Only its owner or an admin may store new versions, activate or deactivate it
+(:class:`~tradewire.errors.NotOwner`); everyone may read it and run it in their own sessions, but
+``updated_by`` is shown to its owner and admins only. Activation needs a symbol a live feed
+publishes (:class:`~tradewire.errors.UnknownSymbol` otherwise, with close matches).
 """
 
 from __future__ import annotations
@@ -20,12 +26,14 @@ from typing import Any
 import structlog
 
 from tradewire.bus import topics
+from tradewire.controller import Caller
 from tradewire.engine.broker import SimulatedBroker
 from tradewire.engine.compiler import compile_strategy
 from tradewire.engine.examples import EXAMPLES
 from tradewire.engine.indicators import INDICATORS, IndicatorBank, IndicatorError, IndicatorKey, check_params
 from tradewire.engine.state_machine import Emit, State, StrategyStateMachine
 from tradewire.engine.storage.database import Database
+from tradewire.engine.storage.schema import SYSTEM_OWNER
 from tradewire.engine.strategy_document import (
     StrategyDocument,
     StrategyValidationError,
@@ -33,12 +41,14 @@ from tradewire.engine.strategy_document import (
     to_document,
     validate_strategy,
 )
+from tradewire.engine.symbols import SymbolRegistry
 from tradewire.engine.ticks import Tick
-from tradewire.errors import StrategyDisabled, StrategyInvalid, StrategyNotFound
+from tradewire.errors import NotOwner, StrategyDisabled, StrategyInvalid, StrategyNotFound
 
 _log = structlog.get_logger("tradewire.strategies")
 INDICATOR_PUBLISH_INTERVAL = 1.0  # wall seconds between indicator batches per symbol (bounds replays)
 SIGNAL_ACCOUNT = 10_000.0  # notional account of a live pair's broker: sizes only shape pnl_pct
+SYSTEM = Caller(SYSTEM_OWNER, admin=True)  # installs the examples
 
 
 @dataclass(slots=True)
@@ -47,6 +57,7 @@ class _Strategy:
     version: int
     created_by: str | None
     updated_at: float
+    owner: str
 
 
 @dataclass(slots=True)
@@ -60,9 +71,15 @@ class StrategyManager:
     """In-memory view of the stored strategies plus the running state machines."""
 
     def __init__(
-        self, db: Database, bank: IndicatorBank, emit: Emit, clock: Callable[[], float] = time.time
+        self,
+        db: Database,
+        bank: IndicatorBank,
+        emit: Emit,
+        clock: Callable[[], float] = time.time,
+        symbols: SymbolRegistry | None = None,
     ) -> None:
         self._db = db
+        self._symbols = symbols  # activation checks symbols against it (None: any symbol)
         self._bank = bank
         self._emit = emit
         self._clock = clock
@@ -96,7 +113,10 @@ class StrategyManager:
                     "strategy.unloadable", strategy=row.name, version=row.version, errors=exc.result.to_dict()
                 )
                 continue
-            self._strategies[row.name] = _Strategy(document, row.version, row.created_by, row.created_at)
+            owner = row.owner or row.created_by or SYSTEM_OWNER
+            self._strategies[row.name] = _Strategy(
+                document, row.version, row.created_by, row.created_at, owner
+            )
         for name, symbol in await self._db.active_pairs():
             entry = self._strategies.get(name)
             if entry is None or not entry.document.enabled:
@@ -110,10 +130,10 @@ class StrategyManager:
     async def _install_examples(self, default_symbols: list[str] | None) -> None:
         """Store the examples and run them on ``default_symbols`` (the live feed's), if given."""
         for raw in EXAMPLES:
-            name, _ = await self.upsert(raw, created_by="tradewire")
+            name, _ = await self.upsert(SYSTEM, raw)
             symbols = default_symbols if default_symbols else self._strategies[name].document.symbols
             for symbol in symbols:
-                await self.activate(name, symbol)
+                await self._activate(name, symbol)
         _log.info("strategies.examples_installed", strategies=len(EXAMPLES))
 
     # ------------------------------------------------------------------ documents
@@ -134,14 +154,26 @@ class StrategyManager:
             raise StrategyNotFound(name)
         return entry.document, entry.version
 
-    async def upsert(self, raw: object, created_by: str | None) -> tuple[str, int]:
-        """Store ``raw`` as the next version of its strategy; running pairs switch to it."""
+    def _check_owner(self, caller: Caller, name: str, entry: _Strategy) -> None:
+        if not caller.admin and entry.owner != caller.user_id:
+            raise NotOwner("strategy", name, entry.owner)
+
+    async def upsert(self, caller: Caller, raw: object) -> tuple[str, int]:
+        """Store ``raw`` as the next version of its strategy (a new name belongs to ``caller``);
+        running pairs switch to it."""
         document = self._parse(raw)
         async with self._lock(document.name):
-            version = await self._db.save_strategy(document.name, to_document(document), created_by)
             current = self._strategies.get(document.name)
+            if current is not None:
+                self._check_owner(caller, document.name, current)
+            owner = current.owner if current is not None else caller.user_id
+            version = await self._db.save_strategy(
+                document.name, to_document(document), caller.user_id, owner
+            )
             if current is None or current.version < version:
-                self._strategies[document.name] = _Strategy(document, version, created_by, self._clock())
+                self._strategies[document.name] = _Strategy(
+                    document, version, caller.user_id, self._clock(), owner
+                )
                 for name, symbol in [pair for pair in self._pairs if pair[0] == document.name]:
                     self._restart_pair(name, symbol)
         return document.name, version
@@ -153,12 +185,14 @@ class StrategyManager:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
-    def strategies(self) -> list[dict[str, Any]]:
-        return [self._describe(name) for name in sorted(self._strategies)]
+    def strategies(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every strategy; ``updated_by`` only on the caller's own (all of them for admins)."""
+        return [self._describe(name, caller) for name in sorted(self._strategies)]
 
-    def _describe(self, name: str) -> dict[str, Any]:
+    def _describe(self, name: str, caller: Caller) -> dict[str, Any]:
         entry = self._strategies[name]
-        return {
+        mine = caller.admin or entry.owner == caller.user_id
+        described = {
             "strategy_name": name,
             "version": entry.version,
             "direction": entry.document.direction.value,
@@ -166,13 +200,27 @@ class StrategyManager:
             "symbols": list(entry.document.symbols),
             "active_symbols": sorted(symbol for n, symbol in self._pairs if n == name),
             "updated_at": entry.updated_at,
-            "updated_by": entry.created_by,
+            "owner": entry.owner,
+            "read_only": not mine,
             "document": to_document(entry.document),
         }
+        if mine:
+            described["updated_by"] = entry.created_by
+        return described
 
     # ------------------------------------------------------------------ activation
-    async def activate(self, name: str, symbol: str) -> dict[str, Any]:
-        """Run ``name`` on ``symbol`` (idempotent); stored first, so memory never runs ahead."""
+    async def activate(self, caller: Caller, name: str, symbol: str) -> dict[str, Any]:
+        """Run ``name`` on ``symbol`` (idempotent) for its owner or an admin, on a live symbol."""
+        entry = self._strategies.get(name)
+        if entry is None:
+            raise StrategyNotFound(name)
+        self._check_owner(caller, name, entry)
+        if self._symbols is not None and (name, symbol) not in self._pairs:
+            self._symbols.require((symbol,), live=True, path="symbol")
+        return await self._activate(name, symbol)
+
+    async def _activate(self, name: str, symbol: str) -> dict[str, Any]:
+        """Stored first, so memory never runs ahead."""
         async with self._lock(name):
             entry = self._strategies.get(name)
             if entry is None:
@@ -187,11 +235,16 @@ class StrategyManager:
                 pair.machine.activate(self._clock())
             return self._pairs[(name, symbol)].machine.status()
 
-    async def deactivate(self, name: str, symbol: str) -> dict[str, Any]:
-        """Stop ``name`` on ``symbol`` (idempotent); an open position is reported closed (ZE1)."""
+    async def deactivate(self, caller: Caller, name: str, symbol: str) -> dict[str, Any]:
+        """Stop ``name`` on ``symbol`` (idempotent); an open position is reported closed (ZE1).
+        A symbol it does not run on must at least be known (a typo is not "already inactive")."""
         async with self._lock(name):
-            if name not in self._strategies:
+            entry = self._strategies.get(name)
+            if entry is None:
                 raise StrategyNotFound(name)
+            self._check_owner(caller, name, entry)
+            if self._symbols is not None and (name, symbol) not in self._pairs:
+                self._symbols.require((symbol,), path="symbol")
             await self._db.set_active(name, symbol, False)
             pair = self._pairs.get((name, symbol))
             if pair is None:

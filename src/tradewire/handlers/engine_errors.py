@@ -12,10 +12,14 @@ from typing import Final
 from tradewire.engine.indicators import IndicatorError
 from tradewire.engine.strategy_document import StrategyValidationError
 from tradewire.errors import (
+    CollectionLimitExceeded,
+    CollectionNotFound,
     DatasetNotFound,
     EngineError,
+    InvalidRequest,
     InvalidSessionConfig,
     LiveTradingUnavailable,
+    NotOwner,
     RequestError,
     ResultsNotAvailable,
     SessionConflict,
@@ -24,6 +28,7 @@ from tradewire.errors import (
     StrategyDisabled,
     StrategyInvalid,
     StrategyNotFound,
+    UnknownSymbol,
 )
 from tradewire.protocol.codes import ErrorCode
 
@@ -31,9 +36,14 @@ ENGINE_ERROR_CODES: Final[tuple[tuple[type[Exception], ErrorCode], ...]] = (
     (StrategyNotFound, ErrorCode.STRATEGY_NOT_FOUND),
     (SessionNotFound, ErrorCode.SESSION_NOT_FOUND),
     (DatasetNotFound, ErrorCode.DATASET_NOT_FOUND),
+    (CollectionNotFound, ErrorCode.COLLECTION_NOT_FOUND),
+    (UnknownSymbol, ErrorCode.UNKNOWN_SYMBOL),
+    (NotOwner, ErrorCode.INSUFFICIENT_PERMISSIONS),
+    (CollectionLimitExceeded, ErrorCode.COLLECTION_LIMIT_EXCEEDED),
     (StrategyInvalid, ErrorCode.VALIDATION_ERROR),
     (StrategyDisabled, ErrorCode.VALIDATION_ERROR),
     (InvalidSessionConfig, ErrorCode.VALIDATION_ERROR),
+    (InvalidRequest, ErrorCode.VALIDATION_ERROR),
     (SessionConflict, ErrorCode.SESSION_CONFLICT),
     (SessionLimitExceeded, ErrorCode.SESSION_LIMIT_EXCEEDED),
     (LiveTradingUnavailable, ErrorCode.LIVE_TRADING_UNAVAILABLE),

@@ -8,7 +8,8 @@
 * ``symbol_results`` ``{symbol, session_id?, limit?}`` / ``strategy_results`` ``{strategy_name,
   session_id?, limit?}`` — the trade metrics of that symbol / strategy in one session, or in each
   of the caller's finished sessions (newest first).
-* ``collection_list`` — served with data collection (not on this server yet).
+* ``collection_list`` ``{limit?}`` — the caller's collections (everyone's for admins), newest
+  first, each with its datasets (``service_unavailable`` on a server without data collection).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from tradewire.auth.permissions import Permission
-from tradewire.controller import SessionService
+from tradewire.controller import CollectionService, SessionService
 from tradewire.core.connection import Connection
 from tradewire.core.router import RouteSpec
 from tradewire.engine.sessions.results import sample
@@ -67,6 +68,10 @@ class StrategyResultsParams(_Params):
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
 
 
+class CollectionListParams(_Params):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+
+
 def _params(raw: dict[str, Any], kind: type[_Params]) -> Any:
     try:
         return msgspec.convert(raw, kind)
@@ -77,8 +82,9 @@ def _params(raw: dict[str, Any], kind: type[_Params]) -> Any:
 
 
 class ResultsHandler:
-    def __init__(self, sessions: SessionService) -> None:
+    def __init__(self, sessions: SessionService, collections: CollectionService | None = None) -> None:
         self._sessions = sessions
+        self._collections = collections
 
     def routes(self) -> list[RouteSpec]:
         return [
@@ -99,12 +105,17 @@ class ResultsHandler:
             p = _params(message.params, StrategyResultsParams)
             data = await self._breakdown(conn, "by_strategy", p.strategy_name, p.session_id, p.limit)
         else:
+            data = await self._collection_list(conn, _params(message.params, CollectionListParams))
+        return {"type": "response", "status": "results", "request_type": kind.value, "data": to_wire(data)}
+
+    async def _collection_list(self, conn: Connection, params: CollectionListParams) -> list[dict[str, Any]]:
+        if self._collections is None:
             raise RequestError(
                 ErrorCode.SERVICE_UNAVAILABLE,
                 "data collection is not available on this server",
                 {"component": "collection"},
             )
-        return {"type": "response", "status": "results", "request_type": kind.value, "data": to_wire(data)}
+        return await self._collections.collections(caller_of(conn), params.limit)
 
     async def _session_results(self, conn: Connection, params: SessionResultsParams) -> dict[str, Any]:
         caller = caller_of(conn)

@@ -1,7 +1,9 @@
 """Strategy messages (DESIGN §3.2): list, validate, upsert, activate, deactivate, status.
 
 No storage or file I/O here (the seed's problem #3): every message is one call into the
-strategy service. Writes need ``manage_strategies`` (trader and above), enforced by the router.
+strategy service. Writes need ``manage_strategies`` (trader and above), enforced by the router;
+the service checks ownership (a trader changes only their own strategies, the shipped examples
+only admins) and symbols.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from tradewire.auth.permissions import Permission
 from tradewire.controller import StrategyService
 from tradewire.core.connection import Connection
 from tradewire.core.router import RouteSpec
+from tradewire.handlers.session import caller_of
 from tradewire.protocol.messages import (
     ActivateStrategy,
     DeactivateStrategy,
@@ -49,7 +52,7 @@ class StrategyHandler:
         ]
 
     def handle_get_strategies(self, conn: Connection, message: GetStrategies) -> dict[str, Any]:
-        strategies = to_wire(self._service.strategies())
+        strategies = to_wire(self._service.strategies(caller_of(conn)))
         return {"type": "response", "status": "strategies_list", "strategies": strategies}
 
     def handle_validate_strategy_config(
@@ -62,17 +65,19 @@ class StrategyHandler:
         }
 
     async def handle_upsert_strategy(self, conn: Connection, message: UpsertStrategy) -> dict[str, Any]:
-        name, version = await self._service.upsert(message.strategy_config, conn.user_id)
+        name, version = await self._service.upsert(caller_of(conn), message.strategy_config)
         return {"type": "response", "status": "strategy_upserted", "strategy_name": name, "version": version}
 
     async def handle_activate_strategy(self, conn: Connection, message: ActivateStrategy) -> dict[str, Any]:
-        status = to_wire(await self._service.activate(message.strategy_name, message.symbol))
+        status = to_wire(await self._service.activate(caller_of(conn), message.strategy_name, message.symbol))
         return {"type": "response", "status": "strategy_activated", **status}
 
     async def handle_deactivate_strategy(
         self, conn: Connection, message: DeactivateStrategy
     ) -> dict[str, Any]:
-        status = to_wire(await self._service.deactivate(message.strategy_name, message.symbol))
+        status = to_wire(
+            await self._service.deactivate(caller_of(conn), message.strategy_name, message.symbol)
+        )
         return {"type": "response", "status": "strategy_deactivated", **status}
 
     def handle_get_strategy_status(self, conn: Connection, message: GetStrategyStatus) -> dict[str, Any]:

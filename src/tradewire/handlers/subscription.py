@@ -10,6 +10,10 @@ Re-subscribing (while subscribed, or after ``unsubscribe`` with frames still que
 offset at most once and in increasing order per connection and stream: recovery and latest
 values are queued only above what the connection may already hold
 (:meth:`SubscriptionManager.coverage`), and ``recovered`` is true only when that is gap-free.
+
+With an engine that knows its instruments, ``symbols`` and ``exclude_symbols`` must name known
+symbols (``unknown_symbol`` with close matches otherwise): a filter on ``["btc-usd"]`` would
+silently deliver nothing. The check is a frozen-set lookup.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from tradewire.clock import Clock
+from tradewire.controller import SymbolDirectory
 from tradewire.core.connection import Connection
 from tradewire.core.router import RouteSpec
 from tradewire.errors import PermissionDenied
@@ -29,11 +34,16 @@ from tradewire.streams.subscriptions import Coverage, Subscription, Subscription
 
 class SubscriptionHandler:
     def __init__(
-        self, subscriptions: SubscriptionManager, broadcast: BroadcastProvider, clock: Clock
+        self,
+        subscriptions: SubscriptionManager,
+        broadcast: BroadcastProvider,
+        clock: Clock,
+        symbols: SymbolDirectory | None = None,
     ) -> None:
         self._subscriptions = subscriptions
         self._broadcast = broadcast
         self._clock = clock
+        self._symbols = symbols  # None: symbols are not checked (no engine behind the gateway)
 
     def routes(self) -> list[RouteSpec]:
         return [
@@ -49,6 +59,12 @@ class SubscriptionHandler:
         ):
             raise PermissionDenied(spec.permission.value)
         flt = parse_filter(message.params, scope_owner(spec, principal))
+        if self._symbols is not None:
+            params = flt.params
+            if params.symbols:
+                self._symbols.require(params.symbols, path="params.symbols")
+            if params.exclude_symbols:
+                self._symbols.require(params.exclude_symbols, path="params.exclude_symbols")
         offset, epoch = self._broadcast.position(message.stream)
         prior = self._subscriptions.coverage(conn.client_id, message.stream, offset)
         sub = self._subscriptions.subscribe(conn, message.stream, flt, self._clock.monotonic())

@@ -34,6 +34,9 @@ class ErrorCode(StrEnum):
     LIVE_TRADING_UNAVAILABLE = "live_trading_unavailable"
     STRATEGY_NOT_FOUND = "strategy_not_found"
     DATASET_NOT_FOUND = "dataset_not_found"
+    UNKNOWN_SYMBOL = "unknown_symbol"
+    COLLECTION_NOT_FOUND = "collection_not_found"
+    COLLECTION_LIMIT_EXCEEDED = "collection_limit_exceeded"
     RESULTS_NOT_AVAILABLE = "results_not_available"
     INTERNAL_ERROR = "internal_error"
 
@@ -109,12 +112,26 @@ ERROR_INFO: dict[ErrorCode, CodeInfo] = {
         "Stop a session or wait for one to finish.",
     ),
     ErrorCode.LIVE_TRADING_UNAVAILABLE: CodeInfo(
-        "`session_type: live` needs an exchange adapter, and this server has none configured.",
-        "Use `paper`, or ask the operator to configure an exchange.",
+        "`session_type: live` needs an exchange adapter: this server has none configured, or it is "
+        "not connected now (`details.connected: false`).",
+        "Use `paper`, ask the operator to configure an exchange, or retry when it is back.",
     ),
     ErrorCode.STRATEGY_NOT_FOUND: CodeInfo("No strategy has that name.", "List strategies."),
     ErrorCode.DATASET_NOT_FOUND: CodeInfo(
         "No dataset with that id.", "List datasets with `query` `datasets` or `GET /api/v1/datasets`."
+    ),
+    ErrorCode.UNKNOWN_SYMBOL: CodeInfo(
+        "The engine knows no such symbol (or, where a live feed is needed, none publishes it); "
+        "`details.matches` lists up to three close known spellings (`btc-usd` → `BTC-USD`).",
+        "Use a symbol from `query` `symbols`; spellings are exact and never rewritten.",
+    ),
+    ErrorCode.COLLECTION_NOT_FOUND: CodeInfo(
+        "No collection with that id is visible to the caller (other users' collections look absent).",
+        "List your collections with `collection_status` without `collection_id`.",
+    ),
+    ErrorCode.COLLECTION_LIMIT_EXCEEDED: CodeInfo(
+        "The caller already runs the maximum number of collections; `details.limit` is the bound.",
+        "Stop a collection or wait for one to end.",
     ),
     ErrorCode.RESULTS_NOT_AVAILABLE: CodeInfo(
         "The session has no stored results: it is still running, or it failed (`details.status`).",

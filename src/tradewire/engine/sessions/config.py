@@ -16,6 +16,10 @@ as ``{path, message}`` (``InvalidSessionConfig``), never spread into calls. Shap
 ``stream_events``         publish signals, state changes, orders and positions on the streams
                           (default: true, except for as-fast-as-possible backtests)
 ``max_duration_seconds``  paper/live: stop by itself after this long (default: until stopped)
+``max_position_notional`` live: refuse an entry whose notional (units × price, quote currency)
+                          is larger (default: no limit)
+``max_orders_per_minute`` live: refuse an entry when this many orders went out in the last 60 s
+                          (exits are never refused; they count) (default: no limit)
 ========================  ========================================================================
 """
 
@@ -43,6 +47,8 @@ class SessionConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     close_at_end: bool = True
     stream_events: bool | None = None
     max_duration_seconds: Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)] | None = None
+    max_position_notional: Annotated[float, msgspec.Meta(gt=0, le=1e15)] | None = None
+    max_orders_per_minute: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
 
     def streams_events(self, session_type: str) -> bool:
         """Whether this session publishes its signals, orders and positions live."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -30,14 +30,17 @@ import structlog
 from tradewire.bus import topics
 from tradewire.controller import Caller
 from tradewire.engine.datasets import ensure_samples
+from tradewire.engine.exchange_service import ExchangeService
 from tradewire.engine.sessions.config import SessionConfig, parse_config
 from tradewire.engine.sessions.jobs import BacktestJob, Job, PaperJob
+from tradewire.engine.sessions.live import LiveBroker, LiveJob, RiskLimits
 from tradewire.engine.sessions.records import SessionRecord, SessionStatus, new_session_id
 from tradewire.engine.sessions.results import headline, pack, unpack_equity
-from tradewire.engine.sessions.simulation import Publish, Simulation
+from tradewire.engine.sessions.simulation import BrokerFactory, Publish, Simulation
 from tradewire.engine.storage.database import BarColumns, Database, SessionStorage
 from tradewire.engine.strategy_document import StrategyDocument
 from tradewire.engine.strategy_manager import StrategyManager
+from tradewire.engine.symbols import SymbolRegistry, SymbolSource
 from tradewire.engine.ticks import Tick
 from tradewire.errors import (
     DatasetNotFound,
@@ -49,6 +52,7 @@ from tradewire.errors import (
     SessionLimitExceeded,
     SessionNotFound,
     StrategyDisabled,
+    UnknownSymbol,
 )
 
 _log = structlog.get_logger("tradewire.sessions")
@@ -60,6 +64,7 @@ _TERMINAL_TOPIC = {
     SessionStatus.INTERRUPTED: topics.EXECUTION_INTERRUPTED,
 }
 _BACKTEST_ONLY = ("dataset_id", "datasets", "acceleration_factor", "close_at_end")
+_LIVE_ONLY = ("max_position_notional", "max_orders_per_minute")
 StrategyPlan = dict[str, tuple[StrategyDocument, int, list[str]]]
 
 
@@ -74,7 +79,8 @@ class ExecutionController:
         *,
         max_per_user: int,
         max_total: int,
-        live_symbols: Callable[[], Collection[str]],
+        symbols: SymbolRegistry,
+        exchange: ExchangeService | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
@@ -83,11 +89,12 @@ class ExecutionController:
         self._publish = publish
         self._max_per_user = max_per_user
         self._max_total = max_total
-        self._live_symbols = live_symbols
+        self._symbols = symbols
+        self._exchange = exchange  # live sessions trade through it (None: live is unavailable)
         self._clock = clock
         self._active: dict[str, SessionRecord] = {}  # starting, running or stopping
         self._jobs: dict[str, tuple[Job, asyncio.Task[None]]] = {}
-        self._paper: dict[str, list[PaperJob]] = {}  # symbol → paper jobs fed by the live feed
+        self._paper: dict[str, list[PaperJob]] = {}  # symbol → paper and live jobs fed by the live feed
         self._lock = asyncio.Lock()  # checks and insert of a start never interleave
         self.interrupted_at_start = 0
 
@@ -98,6 +105,12 @@ class ExecutionController:
         if self.interrupted_at_start:
             _log.warning("sessions.interrupted_by_restart", count=self.interrupted_at_start)
         await ensure_samples(self._db)
+        await self.refresh_dataset_symbols()
+
+    async def refresh_dataset_symbols(self) -> None:
+        """Datasets are known symbols (a CLI import into a running server's database is seen here,
+        at the next backtest that names its symbol)."""
+        self._symbols.add(SymbolSource.DATASET, {dataset.symbol for dataset in await self._db.datasets()})
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Interrupt every running session (partial results are stored) and wait for them."""
@@ -135,12 +148,11 @@ class ExecutionController:
                 if existing is not None:
                     return existing.describe() | {"existing": True}
             if session_type == "live":
-                raise LiveTradingUnavailable()
+                self._check_exchange()
             settings = self._config(session_type, config)
             plan = self._plan(strategy_config)
+            await self._check_symbols(session_type, plan)
             data = await self._datasets(plan, settings) if session_type == "backtest" else []
-            if session_type == "paper":
-                self._check_live_symbols(plan)
             self._check_conflicts(caller.user_id, session_type, plan)
             self._check_limits(caller.user_id)
             record = SessionRecord(
@@ -157,8 +169,23 @@ class ExecutionController:
             self._launch(record, plan, settings, data)
         return record.describe() | {"existing": False}
 
+    def _check_exchange(self) -> None:
+        if self._exchange is None:
+            raise LiveTradingUnavailable()
+        if not self._exchange.connected:
+            raise LiveTradingUnavailable(
+                f"the exchange {self._exchange.name} is not connected; retry when it is",
+                {"exchange": self._exchange.name, "connected": False},
+            )
+
     def _config(self, session_type: str, raw: dict[str, Any]) -> SessionConfig:
         settings = parse_config(raw)
+        if session_type != "live":
+            wrong = [key for key in _LIVE_ONLY if key in raw]
+            if wrong:
+                raise InvalidSessionConfig(
+                    [{"path": f"config.{key}", "message": "only for live sessions"} for key in wrong]
+                )
         if session_type != "backtest":
             wrong = [key for key in _BACKTEST_ONLY if key in raw]
             if wrong:
@@ -228,19 +255,20 @@ class ExecutionController:
                 )
         return [(symbol, mapping[symbol]) for symbol in symbols]
 
-    def _check_live_symbols(self, plan: StrategyPlan) -> None:
-        live = self._live_symbols()
-        errors = [
-            {
-                "path": f"strategy_config.{name}",
-                "message": f"no live feed for {symbol!r} (live: {sorted(live)})",
-            }
-            for name, (_, _, symbols) in plan.items()
-            for symbol in symbols
-            if symbol not in live
-        ]
-        if errors:
-            raise InvalidSessionConfig(errors)
+    async def _check_symbols(self, session_type: str, plan: StrategyPlan) -> None:
+        """Backtests need known symbols (datasets), paper and live sessions symbols a live feed
+        publishes: :class:`~tradewire.errors.UnknownSymbol` with close matches otherwise."""
+        live = session_type != "backtest"
+        for name, (_, _, symbols) in plan.items():
+            if not live and not self._symbols.known.issuperset(symbols):
+                await self.refresh_dataset_symbols()
+            path = f"strategy_config.{name}"
+            self._symbols.require(symbols, live=live, path=path)
+            if session_type == "live" and self._exchange is not None:
+                feed = frozenset(self._exchange.feed)
+                for symbol in symbols:  # live trades only what the exchange itself feeds
+                    if symbol not in feed:
+                        raise UnknownSymbol(symbol, self._symbols.matches(symbol, feed), live=True, path=path)
 
     def _check_conflicts(self, owner: str, session_type: str, plan: StrategyPlan) -> None:
         wanted = {(name, symbol) for name, (_, _, symbols) in plan.items() for symbol in symbols}
@@ -262,7 +290,9 @@ class ExecutionController:
         self, record: SessionRecord, plan: StrategyPlan, settings: SessionConfig, data: list[tuple[str, int]]
     ) -> None:
         publish = self._publish if settings.streams_events(record.session_type) else None
-        sim = Simulation(record.id, record.owner, plan, settings, publish)
+        sim = Simulation(
+            record.id, record.owner, plan, settings, publish, self._live_broker(record, settings)
+        )
         progress = self._progress_reporter(record)
         job: Job
         if record.session_type == "backtest":
@@ -277,10 +307,19 @@ class ExecutionController:
                 acceleration=settings.acceleration_factor,
                 close_at_end=settings.close_at_end,
             )
+        elif record.session_type == "live":
+            job = LiveJob(sim, progress, max_duration=settings.max_duration_seconds)
         else:
             job = PaperJob(sim, progress, max_duration=settings.max_duration_seconds)
         task = asyncio.get_running_loop().create_task(self._run(record, job))
         self._jobs[record.id] = (job, task)
+
+    def _live_broker(self, record: SessionRecord, settings: SessionConfig) -> BrokerFactory | None:
+        exchange = self._exchange
+        if record.session_type != "live" or exchange is None:
+            return None
+        risk = RiskLimits(settings.max_position_notional, settings.max_orders_per_minute)
+        return lambda observer: LiveBroker(record.id, settings.initial_capital, exchange, risk, observer)
 
     async def _run(self, record: SessionRecord, job: Job) -> None:
         try:

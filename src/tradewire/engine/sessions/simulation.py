@@ -16,10 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tradewire.bus import topics
-from tradewire.engine.broker import Costs, Order, Position, SimulatedBroker, Trade
+from tradewire.engine.broker import (
+    Costs,
+    EntrySpec,
+    Order,
+    OrderObserver,
+    PairKey,
+    Position,
+    PositionListener,
+    SimulatedBroker,
+    Trade,
+)
 from tradewire.engine.compiler import compile_strategy
 from tradewire.engine.indicators import IndicatorBank
 from tradewire.engine.performance import compute_metrics, trade_metrics
@@ -29,6 +39,38 @@ from tradewire.engine.strategy_document import StrategyDocument
 from tradewire.engine.ticks import Tick
 
 Publish = Callable[[str, dict[str, Any]], None]
+
+
+class SessionBroker(Protocol):
+    """What a simulation needs of its broker: the simulated one (backtest, paper) or the live
+    one (:class:`~tradewire.engine.sessions.live.LiveBroker`)."""
+
+    orders: list[Order]
+    trades: list[Trade]
+    bankrupt: bool
+
+    def attach(self, pair: PairKey, listener: PositionListener, spec: EntrySpec) -> None: ...
+
+    def submit_entry(self, pair: PairKey, ts: float, price: float, reason: str = ...) -> Order | None: ...
+
+    def submit_exit(self, pair: PairKey, ts: float, price: float, reason: str) -> Order | None: ...
+
+    def cancel_pending(self, pair: PairKey, reason: str) -> bool: ...
+
+    def on_bar(
+        self, symbol: str, ts: float, o: float, h: float, low: float, c: float, index: int
+    ) -> None: ...
+
+    def equity(self) -> float: ...
+
+    def open_positions(self) -> list[Position]: ...
+
+    def liquidate(self, ts: float) -> None: ...
+
+    def close_all(self, ts: float, reason: str) -> None: ...
+
+
+BrokerFactory = Callable[[OrderObserver | None], SessionBroker]
 MAX_RECORDED_SIGNALS = 100_000  # a results document stays bounded whatever the strategy does
 
 
@@ -52,17 +94,23 @@ class Simulation:
         strategies: dict[str, tuple[StrategyDocument, int, list[str]]],
         config: SessionConfig,
         publish: Publish | None,
+        broker: BrokerFactory | None = None,
     ) -> None:
         self.session_id = session_id
         self.owner = owner
         self._publish = publish  # live event stream, or None (as-fast-as-possible backtests)
         self._context = {"session_id": session_id, "owner": owner}
         self.bank = IndicatorBank()
-        self.broker = SimulatedBroker(
-            config.initial_capital,
-            Costs(config.fee_bps, config.slippage_bps),
-            whole_units=config.whole_units,
-            observer=_Observer(self) if publish is not None else None,
+        observer = _Observer(self) if publish is not None else None
+        self.broker: SessionBroker = (
+            broker(observer)
+            if broker is not None
+            else SimulatedBroker(
+                config.initial_capital,
+                Costs(config.fee_bps, config.slippage_bps),
+                whole_units=config.whole_units,
+                observer=observer,
+            )
         )
         self.symbols: dict[str, _SymbolState] = {}
         self.machines: list[StrategyStateMachine] = []

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from tradewire.engine.storage.schema import (
     MIGRATIONS,
+    SYSTEM_OWNER,
     activations,
     bars,
     dataset_columns,
@@ -45,6 +46,7 @@ class StoredStrategy:
     document: dict[str, Any]
     created_at: float
     created_by: str | None
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class Dataset:
     start_ts: float | None
     end_ts: float | None
     sha256: str | None = None
+    owner: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """The wire form (``query datasets``, ``GET /api/v1/datasets``)."""
@@ -70,6 +73,7 @@ class Dataset:
             "start_time": self.start_ts,
             "end_time": self.end_ts,
             "sha256": self.sha256,
+            "owner": self.owner,
         }
 
 
@@ -172,15 +176,23 @@ class Database:
             return int((await conn.execute(select(func.max(schema_migrations.c.version)))).scalar() or 0)
 
     # ------------------------------------------------------------------ strategies
-    async def save_strategy(self, name: str, document: dict[str, Any], created_by: str | None) -> int:
-        """Store ``document`` as the next version of ``name``; returns that version."""
+    async def save_strategy(
+        self, name: str, document: dict[str, Any], created_by: str | None, owner: str | None = None
+    ) -> int:
+        """Store ``document`` as the next version of ``name``; returns that version. The owner is
+        the first version's (``owner``, else ``created_by``, for a new name)."""
         for _attempt in range(3):  # a concurrent upsert of the same name may take our number
             try:
                 async with self.engine.begin() as conn:
-                    current = await conn.execute(
-                        select(func.max(strategies.c.version)).where(strategies.c.name == name)
-                    )
-                    version = int(current.scalar() or 0) + 1
+                    current = (
+                        await conn.execute(
+                            select(strategies.c.version, strategies.c.owner)
+                            .where(strategies.c.name == name)
+                            .order_by(strategies.c.version.desc())
+                            .limit(1)
+                        )
+                    ).first()
+                    version = int(current[0]) + 1 if current is not None else 1
                     await conn.execute(
                         insert(strategies).values(
                             name=name,
@@ -188,6 +200,7 @@ class Database:
                             document=document,
                             created_at=time.time(),
                             created_by=created_by,
+                            owner=(current[1] if current is not None else None) or owner or created_by,
                         )
                     )
                 return version
@@ -234,7 +247,12 @@ class Database:
 
     # ------------------------------------------------------------------ datasets
     async def import_bars(
-        self, symbol: str, source: str, rows: Sequence[Bar], sha256: str | None = None
+        self,
+        symbol: str,
+        source: str,
+        rows: Sequence[Bar],
+        sha256: str | None = None,
+        owner: str = SYSTEM_OWNER,
     ) -> Dataset:
         """A new OHLCV dataset with ``rows`` (and its columnar copy), in one transaction."""
         ordered = sorted(rows, key=lambda bar: bar.ts)
@@ -245,19 +263,24 @@ class Database:
             )
         )
         async with self.engine.begin() as conn:
-            dataset_id = await _new_dataset(conn, symbol, "ohlcv", source, rows, sha256)
+            dataset_id = await _new_dataset(conn, symbol, "ohlcv", source, rows, sha256, owner)
             for chunk in _chunks([_bar_row(dataset_id, bar) for bar in ordered]):
                 await conn.execute(insert(bars), chunk)
             if ordered:
-                await _store_columns(conn, dataset_id, columns)
+                await store_columns(conn, dataset_id, columns)
         return await self.dataset(dataset_id)
 
     async def import_trades(
-        self, symbol: str, source: str, rows: Sequence[dict[str, Any]], sha256: str | None = None
+        self,
+        symbol: str,
+        source: str,
+        rows: Sequence[dict[str, Any]],
+        sha256: str | None = None,
+        owner: str = SYSTEM_OWNER,
     ) -> Dataset:
         """A new trade-tick dataset (``ts, price, volume, bid?, ask?`` per row), in one transaction."""
         async with self.engine.begin() as conn:
-            dataset_id = await _new_dataset(conn, symbol, "trades", source, rows, sha256)
+            dataset_id = await _new_dataset(conn, symbol, "trades", source, rows, sha256, owner)
             for chunk in _chunks([{"dataset_id": dataset_id, **row} for row in rows]):
                 await conn.execute(insert(trades), chunk)
         return await self.dataset(dataset_id)
@@ -288,13 +311,13 @@ class Database:
             stored = (await conn.execute(query)).first()
         if stored is not None:
             return BarColumns.unpack(bytes(stored[1]), int(stored[0]))
-        columns = await self._read_rows(dataset_id)
+        columns = await self.read_rows(dataset_id)
         if len(columns):
             async with self.engine.begin() as conn:
-                await _store_columns(conn, dataset_id, columns)
+                await store_columns(conn, dataset_id, columns)
         return columns
 
-    async def _read_rows(self, dataset_id: int) -> BarColumns:
+    async def read_rows(self, dataset_id: int) -> BarColumns:
         """A dataset's rows in time order, read in chunks straight into arrays."""
         dataset = await self.dataset(dataset_id)
         columns: tuple[Any, ...]
@@ -345,7 +368,7 @@ class Database:
         return [Bar(*row) for row in rows]
 
 
-async def _store_columns(conn: Any, dataset_id: int, columns: BarColumns) -> None:
+async def store_columns(conn: Any, dataset_id: int, columns: BarColumns) -> None:
     await conn.execute(delete(dataset_columns).where(dataset_columns.c.dataset_id == dataset_id))
     await conn.execute(
         insert(dataset_columns).values(dataset_id=dataset_id, rows=len(columns), columns=columns.pack())
@@ -433,7 +456,7 @@ class SessionStorage:
 
 
 async def _new_dataset(
-    conn: Any, symbol: str, kind: str, source: str, rows: Sequence[Any], sha256: str | None
+    conn: Any, symbol: str, kind: str, source: str, rows: Sequence[Any], sha256: str | None, owner: str
 ) -> int:
     stamps = [row.ts if isinstance(row, Bar) else row["ts"] for row in rows]
     result = await conn.execute(
@@ -446,6 +469,7 @@ async def _new_dataset(
             start_ts=min(stamps, default=None),
             end_ts=max(stamps, default=None),
             sha256=sha256,
+            owner=owner,
         )
     )
     return int(result.inserted_primary_key[0])
@@ -469,7 +493,9 @@ def _chunks(rows: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
 
 
 def _stored(row: Any) -> StoredStrategy:
-    return StoredStrategy(row["name"], row["version"], row["document"], row["created_at"], row["created_by"])
+    return StoredStrategy(
+        row["name"], row["version"], row["document"], row["created_at"], row["created_by"], row["owner"]
+    )
 
 
 def _migrate(conn: Connection) -> list[int]:

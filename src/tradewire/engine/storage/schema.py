@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     inspect,
+    text,
 )
 
 metadata = MetaData()
@@ -47,6 +48,7 @@ strategies = Table(
     Column("document", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("created_by", String(128)),
+    Column("owner", String(128)),  # of the strategy (the creator of version 1; migration 8)
     UniqueConstraint("name", "version", name="uq_strategy_version"),
 )
 
@@ -62,6 +64,7 @@ datasets = Table(
     Column("start_ts", Float),
     Column("end_ts", Float),
     Column("sha256", String(64)),  # content hash (migration 6)
+    Column("owner", String(128)),  # who imported or collected it; "tradewire" for samples (migration 8)
 )
 
 bars = Table(
@@ -144,6 +147,51 @@ dataset_columns = Table(
 )
 
 
+collections = Table(
+    "collections",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("symbols", JSON, nullable=False),
+    Column("duration", String(16), nullable=False),  # "30s", "5m", "1h", "continuous"
+    Column("status", String(16), nullable=False),  # running | stopping | completed | stopped | ...
+    Column("datasets", JSON, nullable=False),  # {symbol: dataset id}
+    Column("created_at", Float, nullable=False),
+    Column("ends_at", Float),  # None: continuous
+    Column("ended_at", Float),
+    Column("written", BigInteger, nullable=False, default=0),  # rows committed
+    Column("dropped", BigInteger, nullable=False, default=0),  # rows refused by a full buffer
+    Column("error", JSON),
+)
+Index("ix_collections_owner", collections.c.owner, collections.c.created_at)
+
+SYSTEM_OWNER = "tradewire"  # owner of what tradewire ships (example strategies, sample datasets)
+
+
+def _add_column(conn: Connection, table: str, column: str, ddl: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` unless ``table`` has it (a database created after the column
+    joined the table definition already does)."""
+    if column not in {c["name"] for c in inspect(conn).get_columns(table)}:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+
+
+def _ownership_and_collections(conn: Connection) -> None:
+    """Owners of strategies (the creator of each strategy's first version, or "tradewire") and of
+    datasets (existing ones are the operator's imports and the samples: "tradewire"); the
+    ``collections`` table."""
+    _add_column(conn, "strategies", "owner", "VARCHAR(128)")
+    _add_column(conn, "datasets", "owner", "VARCHAR(128)")
+    conn.execute(
+        text(
+            "UPDATE strategies SET owner = COALESCE((SELECT v1.created_by FROM strategies AS v1 "
+            "WHERE v1.name = strategies.name ORDER BY v1.version LIMIT 1), :owner) WHERE owner IS NULL"
+        ),
+        {"owner": SYSTEM_OWNER},
+    )
+    conn.execute(datasets.update().where(datasets.c.owner.is_(None)).values(owner=SYSTEM_OWNER))
+    collections.create(conn, checkfirst=True)
+
+
 def _add_dataset_hash(conn: Connection) -> None:
     """``datasets.sha256``: the content hash that makes importing the same data twice a no-op.
     (Guarded: a database created after this column joined ``datasets`` already has it.)"""
@@ -176,4 +224,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "stored session results", _create(session_results)),
     Migration(6, "dataset content hashes", _add_dataset_hash),
     Migration(7, "columnar copies of datasets for replay", _create(dataset_columns)),
+    Migration(8, "owners of strategies and datasets; data collections", _ownership_and_collections),
 )
