@@ -147,8 +147,9 @@ def document() -> dict[str, Any]:
     messages: dict[str, Any] = {}
     for message_type, cls in client.items():
         messages[message_type.value] = _message(cls, _SUMMARIES[message_type], EXAMPLES[message_type])
-    for cls in (Welcome, ErrorEnvelope, *replies):
-        messages[_reply_name(cls)] = _message(cls, _first_line(cls.__doc__))
+    server_types: list[type[ServerMessage]] = [Welcome, ErrorEnvelope, *replies]
+    for reply in server_types:
+        messages[_reply_name(reply)] = _message(reply, _first_line(reply.__doc__))
     for stream, frame in FRAMES.items():
         messages[f"{stream.value}_frame"] = _message(frame, f"A message of the `{stream.value}` stream.")
     return {

@@ -320,7 +320,7 @@ def _frame(stream: Stream) -> type[DataFrame]:
     """The frame type of ``stream``: :class:`DataFrame` with ``data`` typed by its payload."""
     name = "".join(part.title() for part in stream.value.split("_")) + "Frame"
     payload: Any = STREAM_PAYLOADS[stream.value]
-    return msgspec.defstruct(
+    frame: Any = msgspec.defstruct(
         name,
         [("data", payload)],
         bases=(DataFrame,),
@@ -328,6 +328,7 @@ def _frame(stream: Stream) -> type[DataFrame]:
         tag=stream.value,
         module=__name__,
     )
+    return frame  # type: ignore[no-any-return]
 
 
 FRAMES: Final[dict[Stream, type[DataFrame]]] = {stream: _frame(stream) for stream in Stream}
