@@ -151,13 +151,17 @@ async def test_token_expired_notice_triggers_a_refresh(settings_factory: Factory
     within the grace period; paused subscriptions come back with recovery."""
     async with run_picows(settings_factory(token_expiry_grace=5)) as r:
         tokens = iter([r.token(ttl=1), r.token(ttl=3600)])
-        async with Client(r.url, lambda: next(tokens), refresh_before=None) as client:
+        refreshed = asyncio.Event()
+
+        def on_event(event: str, data: dict[str, Any]) -> None:
+            if event == "token_refreshed":
+                refreshed.set()
+
+        async with Client(r.url, lambda: next(tokens), refresh_before=None, on_event=on_event) as client:
             sub = await client.subscribe("signals")
-            async with asyncio.timeout(TIMEOUT):
-                while r.server.metrics.errors["token_expired"] == 0:
-                    await asyncio.sleep(0.05)
-                while client.user is None or client.user.get("restored_subscriptions") is None:
-                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(refreshed.wait(), TIMEOUT)
+            assert r.server.metrics.errors["token_expired"] == 1
+            assert client.user is not None and client.user["restored_subscriptions"][0]["stream"] == "signals"
             await _publish(r, 1, 2)
             got = await _take(sub, 2)
     assert r.server.metrics.closes[CloseCode.TOKEN_EXPIRED] == 0
