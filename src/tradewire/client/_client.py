@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -32,7 +33,6 @@ from enum import StrEnum
 from typing import Any, Self
 
 import orjson
-import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -50,7 +50,7 @@ from tradewire.client._subscription import Subscription
 from tradewire.protocol.messages import MessageType, Stream
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
-_log = structlog.get_logger("tradewire.client")
+_log = logging.getLogger("tradewire.client")  # stdlib logging: silent unless the application configures it
 _CONNECT_ERRORS = (OSError, TimeoutError, InvalidHandshake, ConnectionClosed)
 
 
@@ -169,10 +169,10 @@ class Client(ProtocolMethods):
             try:
                 reader = await self._establish()
             except AuthenticationFailed as exc:
-                _log.error("client.auth_refused", code=exc.code, message=exc.message)
+                _log.error("reconnect: auth refused: %s: %s", exc.code, exc.message)
                 return None
             except (*_CONNECT_ERRORS, ConnectionLost, RequestTimeout) as exc:
-                _log.info("client.reconnect_failed", attempt=attempt + 1, error=repr(exc))
+                _log.info("reconnect attempt %d failed: %r", attempt + 1, exc)
                 continue
             self.reconnects += 1
             return reader
@@ -221,7 +221,7 @@ class Client(ProtocolMethods):
                 restored.update({s["stream"]: s for s in reply.get("restored_subscriptions") or []})
         else:
             if welcome.get("reconnect_rejected"):
-                _log.info("client.reconnect_rejected", **welcome["reconnect_rejected"])
+                _log.info("reconnect token refused: %s", welcome["reconnect_rejected"])
             if self._token is not None:
                 await self._authenticate()
         for stream, sub in list(self._subscriptions.items()):
@@ -238,7 +238,7 @@ class Client(ProtocolMethods):
         try:
             await self._send_subscribe(sub, recover=True)
         except ServerError as exc:
-            _log.warning("client.resubscribe_refused", stream=sub.stream, code=exc.code)
+            _log.warning("resubscribe to %s refused: %s", sub.stream, exc.code)
             self._subscriptions.pop(sub.stream, None)
             sub.end()
             self._emit("subscription_ended", {"stream": sub.stream, "error_code": exc.code})
@@ -283,7 +283,7 @@ class Client(ProtocolMethods):
         try:
             await self._authenticate()
         except (ClientError, OSError, ConnectionClosed) as exc:
-            _log.warning("client.refresh_failed", error=repr(exc))
+            _log.warning("token refresh failed: %r", exc)
             return
         self._emit("token_refreshed", {"expires_at": (self.user or {}).get("expires_at")})
 
@@ -391,7 +391,7 @@ class Client(ProtocolMethods):
         if frame.get("error_code") == "token_expired" and self._token is not None:
             self._start_timer(self.refresh())
         else:
-            _log.warning("client.server_error", error_code=frame.get("error_code"), id=frame.get("id"))
+            _log.warning("unsolicited error from the server: %s", frame.get("error_code"))
 
     # ------------------------------------------------------------------ timers
     async def _heartbeats(self, ws: ClientConnection, interval: float) -> None:
@@ -409,9 +409,9 @@ class Client(ProtocolMethods):
         self._timers.discard(task)
         error = None if task.cancelled() else task.exception()
         if isinstance(error, ConnectionClosed | OSError):
-            _log.debug("client.timer_ended", error=repr(error))  # the connection is going away
+            _log.debug("timer ended with the connection: %r", error)
         elif error is not None:
-            _log.warning("client.timer_failed", error=repr(error))
+            _log.warning("client timer failed: %r", error)
 
     def _stop_timers(self) -> None:
         for task in self._timers:
@@ -419,6 +419,6 @@ class Client(ProtocolMethods):
         self._timers.clear()
 
     def _emit(self, event: str, data: dict[str, Any]) -> None:
-        _log.debug("client." + event, client_id=self.client_id)
+        _log.debug("%s (client %s)", event, self.client_id)
         if self._on_event is not None:
             self._on_event(event, data)
