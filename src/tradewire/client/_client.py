@@ -106,7 +106,10 @@ class Client(ProtocolMethods):
 
     # ------------------------------------------------------------------ lifecycle
     async def connect(self) -> Self:
-        """Open the first connection (errors raise here: wrong URL, refused token), then keep it."""
+        """Open the first connection (errors raise here: wrong URL, refused token), then keep it.
+        A no-op while the client is already connected or reconnecting."""
+        if self.state is not State.CLOSED:
+            return self
         self._closing = False
         self.state = State.CONNECTING
         try:
