@@ -285,7 +285,7 @@ def _camel(prefix: str, snake: str) -> str:
 
 
 def _first_line(doc: str | None) -> str:
-    return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 def _clean(schema: Any) -> Any:

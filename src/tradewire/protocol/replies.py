@@ -280,8 +280,8 @@ class AllStrategiesStatus(Response, kw_only=True):
 
 # --------------------------------------------------------------------------- collection
 class CollectionStarted(Response, kw_only=True, forbid_unknown_fields=False):
-    """Data collection (DESIGN of the collection component; until it is served, the collection
-    messages answer ``service_unavailable`` with ``details.component: "collection"``)."""
+    """Data collection started. Until the collection component is part of the server, the
+    collection messages answer ``service_unavailable`` (``details.component: "collection"``)."""
 
     status: Literal["collection_started"]
     collection_id: str

@@ -1,5 +1,5 @@
-// Data collection: collection_start / collection_stop / collection_status as DESIGN §3.2 of the
-// protocol describes them. A server without the collection component answers
+// Data collection: collection_start / collection_stop / collection_status as docs/PROTOCOL.md
+// describes them. A server without the collection component answers
 // service_unavailable, which is shown as it comes.
 
 import { $, errorText, h } from "./dom.js";
