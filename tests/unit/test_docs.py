@@ -77,3 +77,26 @@ def test_asyncapi_is_linked_and_protocol_sections_exist() -> None:
     ):
         assert section in text
     assert re.search(r"\(asyncapi\.yaml\)", text)
+
+
+def test_openapi_declares_metrics_as_text(tmp_path: Path) -> None:
+    from tests.helpers import make_settings
+    from tradewire import WebSocketAPIServer
+    from tradewire.http.app import create_http_app
+
+    app = create_http_app(WebSocketAPIServer(settings=make_settings(tmp_path)))
+    responses = app.openapi()["paths"]["/metrics"]["get"]["responses"]
+    assert list(responses["200"]["content"]) == ["text/plain"]
+    assert "/" not in app.openapi()["paths"]  # the dashboard page is not part of the API
+
+
+def test_make_run_installs_no_dev_tools(tmp_path: Path) -> None:
+    """`make run` on a fresh machine installs the package only (dry run with an absent venv)."""
+    import subprocess
+
+    venv = tmp_path / "venv"
+    plan = subprocess.run(
+        ["make", "-n", "run", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install --quiet -e ." in plan and "[dev]" not in plan
+    assert f"{venv}/bin/tradewire serve" in plan
