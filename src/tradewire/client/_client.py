@@ -22,7 +22,6 @@ the socket down), unsolicited errors are handled or logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import logging
@@ -370,9 +369,15 @@ class Client(ProtocolMethods):
     # ------------------------------------------------------------------ the reader
     async def _read(self, ws: ClientConnection) -> int | None:
         """Dispatch every frame of ``ws``; returns the close code when it ends."""
-        with contextlib.suppress(ConnectionClosed):
+        try:
             async for raw in ws:
                 await self._dispatch(orjson.loads(raw))
+        except ConnectionClosed:
+            pass
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:  # not the protocol: start over
+            _log.error("unusable frame from the server, reconnecting: %r", exc)
+            await ws.close(1002, "unusable frame")
+            return None
         return ws.close_code
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
