@@ -4,6 +4,8 @@ offline API docs. Screenshots go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -105,8 +107,6 @@ async def test_a_broken_strategy_shows_every_error_at_its_path(
 ) -> None:
     async with _dashboard(browser, settings_factory) as (dashboard, running):
         page = dashboard.page
-        import json
-
         await page.get_by_label("Strategy document (JSON)").fill(json.dumps(BROKEN, indent=2))
         await page.get_by_role("button", name="Validate").click()
         await page.wait_for_selector("[data-valid=false]", timeout=WAIT_MS)
@@ -117,11 +117,20 @@ async def test_a_broken_strategy_shows_every_error_at_its_path(
         for item, error in zip(shown, expected, strict=True):
             assert item.startswith(error["path"]) and error["message"] in item
         assert any("params.perod" in item for item in shown)
-        await page.get_by_role("button", name="Start", exact=True).last.click()  # data collection
+        refused = running.server.metrics.errors["service_unavailable"]
+        collection = page.locator("#collection-form")
+        await collection.get_by_label("Duration").select_option("5m")
+        await collection.get_by_role("button", name="Start").click()
         await page.wait_for_function(
-            "() => document.querySelector('#collection-message').textContent.includes('service_unavailable')",
+            "() => window.tradewire && document.querySelector('#collection-message').textContent"
+            ".includes('service_unavailable (collection)')",
             timeout=WAIT_MS,
         )
+        for _ in range(50):  # the click's request reached the server and was refused as documented
+            if running.server.metrics.errors["service_unavailable"] > refused:
+                break
+            await asyncio.sleep(0.05)
+        assert running.server.metrics.errors["service_unavailable"] == refused + 1
         await dashboard.screenshot("strategy-errors")
 
 
@@ -130,8 +139,6 @@ async def test_a_backtest_on_the_sample_data_shows_its_metrics(
 ) -> None:
     async with _dashboard(browser, settings_factory) as (dashboard, running):
         page = dashboard.page
-        import json
-
         await page.get_by_label("Strategy document (JSON)").fill(json.dumps(SMA_CROSS))
         await page.get_by_role("button", name="Save").click()
         await page.wait_for_selector("#strategy-result .ok", timeout=WAIT_MS)
