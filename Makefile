@@ -3,17 +3,31 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest fuzz bench bench-fanout clean
+.PHONY: run test lint typecheck pytest browser asyncapi fuzz bench bench-fanout clean
 
-$(STAMP): pyproject.toml
+# `make run` installs the package only; `make test` (and the other dev targets) add the dev tools.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/tradewire serve
+
+# Debian's Chromium for the browser tests (installed when missing and possible; see the script).
+browser:
+	.ci/ensure-chromium
+
+# Regenerate the AsyncAPI document from the protocol's schemas (a test checks it is current).
+asyncapi: $(STAMP)
+	$(BIN)/python -m tradewire.protocol.asyncapi > docs/asyncapi.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -22,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/tradewire
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

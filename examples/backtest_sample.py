@@ -1,23 +1,23 @@
 """Backtest the bundled GOOG sample with an SMA(10)/SMA(30) crossover and print the metrics.
 
-    TOKEN=$(.venv/bin/tradewire token --user alice --level trader)
-    .venv/bin/python examples/backtest_sample.py --token "$TOKEN"
+    export TRADEWIRE_TOKEN=$(.venv/bin/tradewire token --user alice --level trader)
+    .venv/bin/python examples/backtest_sample.py
 
 Stores the strategy (``upsert_strategy``), finds the sample dataset (``query datasets``), starts
 the backtest (``session_start``), waits for its ``execution_result`` and fetches the results
-(``results_request``). ``--url`` defaults to ``TRADEWIRE_WS_URL`` or ws://127.0.0.1:8765/ws.
+(``results_request``), all through :class:`tradewire.client.Client`. ``--url`` defaults to
+``TRADEWIRE_WS_URL`` or ws://127.0.0.1:8765/ws, ``--token`` to ``TRADEWIRE_TOKEN``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
+from tradewire.client import Client
 
 
 def sma(period: int) -> dict[str, Any]:
@@ -43,51 +43,21 @@ SMA_CROSS = {
 }
 
 
-async def request(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
-    """Send ``message`` and return its reply (stream frames received meanwhile are skipped)."""
-    await ws.send(json.dumps({**message, "id": "r"}))
-    while True:
-        frame = json.loads(await ws.recv())
-        if frame.get("id") == "r":
-            if frame["type"] == "error":
-                raise SystemExit(f"{message['type']}: {frame['error_code']}: {frame['error_message']}")
-            return dict(frame)
-
-
 async def main(url: str, token: str, fee_bps: float) -> None:
-    async with connect(url) as ws:
-        json.loads(await ws.recv())  # welcome
-        await request(ws, {"type": "auth", "token": token})
-        await request(ws, {"type": "upsert_strategy", "strategy_config": SMA_CROSS})
-        datasets = await request(
-            ws, {"type": "query", "query_type": "datasets", "params": {"symbol": "GOOG"}}
-        )
-        goog = datasets["data"][0]["id"]
-        await request(ws, {"type": "subscribe", "stream": "execution_result"})
-        started = await request(
-            ws,
-            {
-                "type": "session_start",
-                "session_type": "backtest",
-                "strategy_config": {"sma_cross": ["GOOG"]},
-                "config": {"dataset_id": goog, "fee_bps": fee_bps, "whole_units": True},
-            },
+    async with Client(url, token, request_timeout=60) as client:
+        await client.upsert_strategy(SMA_CROSS)
+        goog = (await client.query("datasets", symbol="GOOG"))[0]["id"]
+        results = await client.subscribe("execution_result")
+        started = await client.session_start(
+            "backtest", {"sma_cross": ["GOOG"]}, {"dataset_id": goog, "fee_bps": fee_bps, "whole_units": True}
         )
         session_id = started["session_id"]
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame.get("stream") == "execution_result" and frame["data"]["session_id"] == session_id:
+        async for message in results:
+            if message.data["session_id"] == session_id:
                 break
-        results = await request(
-            ws,
-            {
-                "type": "results_request",
-                "request_type": "session_results",
-                "params": {"session_id": session_id, "sections": ["metrics"]},
-            },
-        )
-    metrics = results["data"]["metrics"]
-    sys.stdout.write(f"session {session_id}: {frame['data']['status']}\n")
+        data = await client.results_request("session_results", session_id=session_id, sections=["metrics"])
+    metrics = data["metrics"]
+    sys.stdout.write(f"session {session_id}: {message.data['status']}\n")
     for key in ("return_pct", "return_ann_pct", "sharpe", "max_drawdown_pct", "trades", "win_rate_pct"):
         sys.stdout.write(f"{key:>18}: {metrics[key]}\n")
 
@@ -95,7 +65,11 @@ async def main(url: str, token: str, fee_bps: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("TRADEWIRE_WS_URL", "ws://127.0.0.1:8765/ws"))
-    parser.add_argument("--token", required=True, help="a JWT (tradewire token --level trader)")
+    parser.add_argument(
+        "--token", default=os.environ.get("TRADEWIRE_TOKEN"), help="a JWT (default: TRADEWIRE_TOKEN)"
+    )
     parser.add_argument("--fee-bps", type=float, default=10.0, help="fees per side, basis points")
     args = parser.parse_args()
+    if not args.token:
+        parser.error("give --token or set TRADEWIRE_TOKEN (tradewire token --user alice --level trader)")
     asyncio.run(main(args.url, args.token, args.fee_bps))

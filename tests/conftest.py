@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import structlog
 
+from tests.browser_support import browser_missing
 from tests.helpers import Running, make_settings, run_server
 from tests.postgres_server import postgres_available, postgres_database
 from tests.redis_server import redis_available
 from tests.redis_server import redis_url as find_redis
 
-_redis_skips: list[str] = []  # services whose tests were skipped (printed in the summary)
+_service_skips: list[str] = []  # services whose tests were skipped (printed in the summary)
 
 structlog.configure(
     wrapper_class=structlog.make_filtering_bound_logger(30),  # warnings and up while testing
@@ -67,18 +68,20 @@ def _needs(item: pytest.Item, fixture: str, marker: str) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of a service that is missing here are skipped loudly — or, under CI=true, the run
-    stops: there a missing Redis or PostgreSQL is a failure, never a silent pass."""
+    stops: there a missing Redis, PostgreSQL or Chromium is a failure, never a silent pass."""
     missing = {}
     if any(_needs(item, "redis_url", "redis") for item in items) and not redis_available():
         missing["redis"] = (_REDIS_MISSING, "redis_url")
     if any(_needs(item, "postgres_url", "postgres") for item in items) and not postgres_available():
         missing["postgres"] = (_POSTGRES_MISSING, "postgres_url")
+    if any(_needs(item, "browser", "browser") for item in items) and (reason := browser_missing()):
+        missing["browser"] = (reason, "browser")
     if missing and os.environ.get("CI") == "true":
         raise pytest.UsageError(
             "CI=true: required services missing: " + "; ".join(r for r, _ in missing.values())
         )
     for marker, (reason, fixture) in missing.items():
-        _redis_skips.append(reason)
+        _service_skips.append(reason)
         for item in items:
             if _needs(item, fixture, marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
@@ -92,5 +95,5 @@ async def postgres_url() -> AsyncIterator[str]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for reason in sorted(set(_redis_skips)):
+    for reason in sorted(set(_service_skips)):
         terminalreporter.write_sep("!", "SERVICE TESTS SKIPPED: " + reason, red=True, bold=True)

@@ -1,8 +1,10 @@
-"""``tradewire`` command line: ``serve``, ``token``, ``users add``.
+"""``tradewire`` command line: ``serve``, ``token``, ``users add``, ``data import``.
 
 ``serve`` takes one flag per :class:`~tradewire.config.Settings` field (``--ws-port``,
 ``--jwt-secret``, ...), generated from the model so flags, environment names and TOML keys cannot
-disagree.
+disagree. The other commands take only their own options plus the few settings that decide what
+they act on (``--config``, ``--data-dir``, ...): everything else still comes from the environment
+and the TOML file, so they use the same secret and files as the server they serve.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tradewire.auth.permissions import Level
 from tradewire.auth.tokens import AuthHandler
 from tradewire.auth.users import UserStore
-from tradewire.config import Settings
+from tradewire.config import DEV_SECRET_FILE, SecretSource, Settings
 from tradewire.engine.datasets import import_file
 from tradewire.engine.storage.database import Database, Dataset
 from tradewire.errors import ConfigError
@@ -31,11 +33,21 @@ from tradewire.protocol.wire import iso_time
 MAX_SYMBOL = 32
 
 
-def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+def _add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """``--config`` and one flag per setting (all of them, or only ``names``)."""
     parser.add_argument("--config", type=Path, help="TOML file with settings (TRADEWIRE_CONFIG_FILE)")
     for name, field in Settings.model_fields.items():
+        if names is not None and name not in names:
+            continue
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, dest=f"setting_{name}", default=None, help=field.description or name)
+        env = "TRADEWIRE_" + name.upper()
+        parser.add_argument(
+            flag,
+            dest=f"setting_{name}",
+            metavar=name.upper(),
+            default=None,
+            help=field.description or f"({env})",
+        )
 
 
 def _settings_from(args: argparse.Namespace) -> Settings:
@@ -63,9 +75,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_token(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
-    token, _ = AuthHandler.from_settings(settings).mint(args.user, Level(args.level), args.ttl)
+    auth = AuthHandler.from_settings(settings)
+    token, _ = auth.mint(args.user, Level(args.level), args.ttl)
     sys.stdout.write(token + "\n")
+    if not args.quiet:
+        sys.stderr.write(f"tradewire: signed with {_key_origin(settings, auth)}\n")
     return 0
+
+
+def _key_origin(settings: Settings, auth: AuthHandler) -> str:
+    """Which key signed (fingerprint, never the key), its origin, and the issuer."""
+    key = auth.describe()
+    if auth.secret_source is SecretSource.CONFIGURED:
+        origin = "TRADEWIRE_JWT_SECRET"
+    elif auth.secret_source is not None:
+        origin = f"the dev secret in {settings.data_dir / DEV_SECRET_FILE}"
+    else:
+        origin = str(settings.jwt_private_key_file)
+    issuer = key["issuer"] or "none"
+    return f"{key['algorithm']} key {key['key_fingerprint']} ({origin}), issuer {issuer}"
 
 
 def _cmd_users_add(args: argparse.Namespace) -> int:
@@ -122,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True)
     token.add_argument("--level", choices=levels, default=Level.BASIC.value)
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
-    _add_settings_flags(token)
+    token.add_argument("--quiet", action="store_true", help="do not print which key signed (stderr)")
+    _add_settings_flags(token, ("data_dir", "jwt_issuer", "jwt_audience", "max_token_lifetime"))
     token.set_defaults(func=_cmd_token)
 
     users = commands.add_parser("users", help="manage the users file")
@@ -131,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("--level", choices=levels, default=Level.BASIC.value)
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    _add_settings_flags(add)
+    _add_settings_flags(add, ("data_dir", "users_file"))
     add.set_defaults(func=_cmd_users_add)
 
     data = commands.add_parser("data", help="market data in the engine database")
@@ -140,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", type=Path)
     load.add_argument("--symbol", required=True)
     load.add_argument("--kind", choices=["ohlcv", "trades"], help="default: detected from the header")
-    _add_settings_flags(load)
+    _add_settings_flags(load, ("data_dir", "database_url"))
     load.set_defaults(func=_cmd_data_import)
     return parser
 

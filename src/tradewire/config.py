@@ -98,7 +98,8 @@ class Settings(BaseSettings):
     auth_throttle_keys: int = Field(10_000, ge=100)  # entries per throttle table (LRU): memory bound
 
     # HTTP side
-    http_docs: bool | None = None  # /docs, /redoc, /openapi.json; None: on in dev, off in production
+    http_docs: bool | None = None  # /docs, /openapi.json; None: on in dev, off in production
+    dashboard: bool = True  # the browser dashboard at / of the HTTP port (static files, public protocol)
     ops_token: SecretStr | None = None  # when set, /stats and /metrics need "Authorization: Bearer"
 
     # Storage / cluster

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import structlog
 import uvicorn
 
-from tradewire.config import Settings
+from tradewire.config import SecretSource, Settings
 from tradewire.engine.controller import EmbeddedEngine
 from tradewire.http.app import create_http_app
 from tradewire.server import WebSocketAPIServer
@@ -22,6 +22,30 @@ class EmbeddedUvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def http_port(http: uvicorn.Server, settings: Settings) -> int:
+    """The HTTP port actually bound (``--http-port 0`` picks a free one)."""
+    for server in getattr(http, "servers", []):
+        for sock in server.sockets:
+            return int(sock.getsockname()[1])
+    return settings.http_port
+
+
+def next_steps(settings: Settings, server: WebSocketAPIServer, http_url: str) -> dict[str, str]:
+    """What a new user does next: open the dashboard with a token (minted with the same key)."""
+    auth = server.auth_handler
+    dev_secret = auth.secret_source in (SecretSource.GENERATED, SecretSource.REUSED)
+    where = f" --data-dir {settings.data_dir}" if dev_secret else ""  # the same dev secret
+    steps = {
+        "token": f"tradewire token --user alice --level trader{where}",
+        "login": f"tradewire users add alice --level trader{where}; then log in on the dashboard "
+        f"(or POST {http_url}/api/v1/auth/login)",
+        "key_fingerprint": auth.key_fingerprint,
+    }
+    if settings.dashboard:
+        steps["dashboard"] = f"open {http_url}/ and paste the token"
+    return steps
 
 
 async def serve(settings: Settings) -> None:
@@ -49,15 +73,17 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     while not http.started and not http_task.done():  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.02)
-    http_url = f"http://{settings.host}:{settings.http_port}"
+    http_url = f"http://{settings.host}:{http_port(http, settings)}"
     log.info(
         "server.ready",
         ws_url=server.ws_url,
         http_url=http_url,
-        docs_url=f"{http_url}/docs",
+        dashboard_url=f"{http_url}/" if settings.dashboard else None,
+        docs_url=f"{http_url}/docs" if settings.docs_enabled else None,
         metrics_url=f"{http_url}/metrics",
         mode=settings.mode.value,
     )
+    log.info("server.next_steps", **next_steps(settings, server, http_url))
     await asyncio.wait([asyncio.ensure_future(stop.wait()), http_task], return_when=asyncio.FIRST_COMPLETED)
     log.info("server.stopping")
     http.should_exit = True

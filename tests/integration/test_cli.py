@@ -124,3 +124,35 @@ def test_data_import_stores_a_dataset(tmp_path: Path) -> None:
         [*CLI, "data", "import", str(tmp_path / "nope.csv"), "--symbol", "X"], env=_env(tmp_path)
     )
     assert missing.returncode == 1
+
+
+def test_token_help_shows_only_its_own_options() -> None:
+    out = subprocess.run([*CLI, "token", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--data-dir" in out and "--config" in out and "--ttl" in out
+    assert "--ws-port" not in out and "--jwt-secret" not in out and "--max-connections" not in out
+
+
+async def test_a_token_from_another_data_dir_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """Two data directories, two dev secrets: the refusal names the server's key fingerprint,
+    and `tradewire token` said which key it signed with — so the mismatch is visible."""
+    from tests.helpers import make_settings, run_picows
+
+    minted = subprocess.run(
+        [*CLI, "token", "--user", "alice", "--data-dir", str(tmp_path / "a")],
+        env=_env(tmp_path / "unused"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    token_key = minted.stderr.split("HS256 key ")[1].split()[0]
+    settings = make_settings(tmp_path / "b", jwt_secret=None)
+    async with run_picows(settings) as r:
+        server_key = r.server.auth_handler.key_fingerprint
+        async with connect(r.url, open_timeout=TIMEOUT) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "auth", "token": minted.stdout.strip(), "id": 1}))
+            refused = json.loads(await ws.recv())
+    assert token_key != server_key
+    assert refused["error_code"] == "invalid_token"
+    assert refused["details"] == {"algorithm": "HS256", "key_fingerprint": server_key, "issuer": None}
+    assert server_key in refused["error_message"] and "tradewire token" in refused["error_message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import tradewire
+import tradewire.client
 from tradewire.protocol.codes import CLOSE_INFO, ERROR_INFO, CloseCode, ErrorCode
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -12,9 +13,15 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def test_exported_members() -> None:
     assert set(tradewire.__all__) == {
-        "PROTOCOL_VERSION", "AuthError", "Clock", "CloseCode", "ConfigError", "ErrorCode", "Level",
-        "ManualClock", "MessageType", "Permission", "PermissionDenied", "RequestError", "Settings",
-        "Stream", "SystemClock", "TradewireError", "WebSocketAPIServer", "__version__",
+        "PROTOCOL_VERSION", "AuthError", "Client", "Clock", "CloseCode", "ConfigError", "ErrorCode",
+        "Level", "ManualClock", "MessageType", "Permission", "PermissionDenied", "RequestError",
+        "Settings", "Stream", "SyncClient", "SystemClock", "TradewireError", "WebSocketAPIServer",
+        "__version__",
+    }  # fmt: skip
+    assert set(tradewire.client.__all__) == {
+        "AuthenticationFailed", "Backoff", "Client", "ClientClosed", "ClientError", "ConnectionLost",
+        "RequestTimeout", "ServerError", "State", "StreamMessage", "Subscription", "SyncClient",
+        "SyncSubscription", "TokenSource", "build",
     }  # fmt: skip
     for name in tradewire.__all__:
         assert hasattr(tradewire, name), name

@@ -13,6 +13,7 @@ at most ``max_lifetime`` seconds ahead (an ``exp`` in milliseconds would otherwi
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,17 @@ class AuthHandler:
         self.max_lifetime = max_lifetime  # seconds an accepted exp may lie ahead of now
         self.secret_source: SecretSource | None = None  # HS256: where the secret came from
         self.secret_weakness: str | None = None  # HS256: why the secret is weak (dev mode only)
+        # Names the verification key without revealing it, so a token minted with another key
+        # (e.g. another data directory's dev secret) can be told apart from a forged one.
+        self.key_fingerprint = key_fingerprint(verify_key)
+
+    def describe(self) -> dict[str, str | None]:
+        """Which key and issuer tokens must match: safe to show (a fingerprint, not the key)."""
+        return {
+            "algorithm": self.algorithm.value,
+            "key_fingerprint": self.key_fingerprint,
+            "issuer": self._issuer,
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings, jwt_secret: str | None = None) -> AuthHandler:
@@ -116,6 +128,13 @@ class AuthHandler:
             raise AuthError(ErrorCode.TOKEN_EXPIRED, "token has expired") from exc
         except jwt.MissingRequiredClaimError as exc:
             raise AuthError(ErrorCode.INVALID_TOKEN, f"token lacks the '{exc.claim}' claim") from exc
+        except (jwt.InvalidSignatureError, jwt.InvalidIssuerError, jwt.InvalidAudienceError) as exc:
+            message = (
+                f"{_reason(exc)}: this server verifies {self.algorithm.value} with the key whose "
+                f"fingerprint is {self.key_fingerprint} (issuer {self._issuer or 'not checked'}); "
+                "`tradewire token` prints the fingerprint it signs with"
+            )
+            raise AuthError(ErrorCode.INVALID_TOKEN, message, self.describe()) from exc
         except jwt.InvalidTokenError as exc:
             raise AuthError(ErrorCode.INVALID_TOKEN, _reason(exc)) from exc
         return _principal(claims, time.time() + self.max_lifetime + LEEWAY_SECONDS)
@@ -176,6 +195,13 @@ def _reason(exc: jwt.InvalidTokenError) -> str:
     if isinstance(exc, jwt.DecodeError):
         return "token is malformed"
     return "token is invalid"
+
+
+def key_fingerprint(key: Any) -> str:
+    """First 8 hex digits of a domain-separated SHA-256 of the key: enough to tell two keys
+    apart, useless for guessing one (a token already allows offline guessing)."""
+    material = key if isinstance(key, bytes) else str(key).encode()
+    return hashlib.sha256(b"tradewire key fingerprint\0" + material).hexdigest()[:8]
 
 
 def _read_optional(path: Path | None) -> bytes | None:

@@ -1,7 +1,8 @@
 """FastAPI application beside the WebSocket engine (``GET /health``, ``/stats``, ``/metrics``,
 ``POST /api/v1/auth/login``, the session and dataset routes of :mod:`tradewire.http.sessions`,
-OpenAPI docs at ``/docs`` in dev mode), plus the WebSocket endpoint at ``settings.ws_path``
-through the ASGI adapter, so one port can serve both when needed.
+the dashboard at ``/`` and OpenAPI docs at ``/docs`` in dev mode, both served from package files
+by :mod:`tradewire.dashboard`), plus the WebSocket endpoint at ``settings.ws_path`` through the
+ASGI adapter, so one port can serve both when needed.
 
 Every error is a typed envelope from :class:`~tradewire.errors.ErrorHandler`: request validation
 failures name the field and the rule, never the submitted value (a login's 422 must not echo the
@@ -29,6 +30,7 @@ from tradewire.auth.tokens import valid_user_id
 from tradewire.auth.users import UserStore
 from tradewire.config import Mode, Settings
 from tradewire.core.client_utils import client_address, parse_networks
+from tradewire.dashboard import install_dashboard, install_docs
 from tradewire.http.sessions import install_error_handler, sessions_router
 from tradewire.protocol.codes import ErrorCode
 from tradewire.protocol.wire import iso_time
@@ -84,10 +86,14 @@ def create_http_app(server: WebSocketAPIServer) -> FastAPI:
     app = FastAPI(
         title="tradewire",
         version=__version__,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # replaced by the offline page below (FastAPI's loads Swagger UI from a CDN)
+        redoc_url=None,  # ReDoc would load from a CDN too; /docs covers the same schema
         openapi_url="/openapi.json" if docs else None,
     )
+    if settings.dashboard:
+        install_dashboard(app, settings.ws_path)
+    if docs:
+        install_docs(app, "/openapi.json")
     _install_error_handlers(app, server)
     _add_operator_routes(app, server)
     _add_login_route(app, server)
@@ -152,7 +158,17 @@ def _add_operator_routes(app: FastAPI, server: WebSocketAPIServer) -> None:
             return _unauthorized(server)
         return server.get_stats()
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            401: {"description": "`TRADEWIRE_OPS_TOKEN` is set and was not presented"},
+        },
+    )
     async def metrics(request: Request) -> Response:
         if not authorized(request):
             return _unauthorized(server)  # type: ignore[no-any-return]

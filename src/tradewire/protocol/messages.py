@@ -51,7 +51,7 @@ class MessageType(StrEnum):
 
 
 class Stream(StrEnum):
-    """The stream catalog (DESIGN §3.4)."""
+    """The streams a client may subscribe to (docs/PROTOCOL.md, Streams)."""
 
     MARKET_DATA = "market_data"
     INDICATORS = "indicators"
