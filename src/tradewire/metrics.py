@@ -72,6 +72,9 @@ class ServerMetrics:
         self.unknown_topics: Counter[str] = Counter()  # bus topics with no stream, by topic
         self.reconnects: Counter[str] = Counter()  # reconnect attempts by result
         self.queue_bytes: Callable[[], list[int]] = list  # per-connection queued bytes, at scrape
+        # cluster (Redis broker, bus, jobs, limits): events by name, and whether Redis is away
+        self.cluster: Counter[str] = Counter()
+        self.cluster_degraded: Callable[[], bool] = bool
 
     def observe_latency(self, message_type: str, seconds: float) -> None:
         hist = self.latency.get(message_type)
@@ -143,6 +146,12 @@ def _stream_metrics(m: ServerMetrics) -> Iterator[Metric]:
         "tradewire_bridge_unknown_topics", "Bus topics without a stream", "topic", m.unknown_topics
     )
     yield _labelled("tradewire_reconnects", "Reconnect attempts by result", "result", m.reconnects)
+    yield _labelled("tradewire_cluster_events", "Cluster events (Redis broker, jobs)", "event", m.cluster)
+    yield GaugeMetricFamily(
+        "tradewire_cluster_degraded",
+        "1 while Redis is unreachable (local delivery only)",
+        int(m.cluster_degraded()),
+    )
     sizes = m.queue_bytes()
     queued = GaugeMetricFamily("tradewire_connection_queue_bytes", "Outbound bytes queued", labels=["stat"])
     queued.add_metric(["max"], max(sizes, default=0))

@@ -49,6 +49,9 @@ from tradewire.sessions.session_store_memory import MemorySessionStore
 from tradewire.sessions.session_store_redis import RedisSessionStore
 from tradewire.streams.bridge import EventBridge
 from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.broker import Broker
+from tradewire.streams.broker_memory import MemoryBroker
+from tradewire.streams.broker_redis import RedisBroker
 from tradewire.streams.catalog import CATALOG
 from tradewire.streams.subscriptions import SubscriptionManager
 from tradewire.transport.asgi import AsgiEndpoint
@@ -160,8 +163,22 @@ class WebSocketAPIServer:
             )
             for stream, spec in CATALOG.items()
         }
+        broker: Broker = (
+            RedisBroker(
+                s.redis_url,
+                s.redis_prefix,
+                self.clock,
+                self.metrics,
+                history_limits,
+                queue_size=s.cluster_publish_queue,
+            )
+            if s.redis_url
+            else MemoryBroker(self.clock, history_limits)
+        )
+        self.broker = broker
+        self.metrics.cluster_degraded = lambda: bool(broker.health()["degraded"])
         self.broadcast_provider = BroadcastProvider(
-            self.subscription_manager, self.metrics, self.clock, history_limits
+            self.subscription_manager, self.metrics, self.clock, broker
         )
         self._owns_bus = self._given_bus is None
         self.event_bus: EventBus = self._given_bus or InMemoryEventBus(self.metrics)
@@ -251,6 +268,7 @@ class WebSocketAPIServer:
             return
         self._log_secret()
         self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
+        await self.broker.start()
         self.event_bridge.start()
         if self._owns_bus:
             await self.event_bus.start()
@@ -279,6 +297,7 @@ class WebSocketAPIServer:
             await self.controller.stop()
         await self.reconnect.drain()
         await self.session_store.stop()
+        await self.broker.stop()
         if self._keepalive is not None:
             self._keepalive.cancel()
             await asyncio.gather(self._keepalive, return_exceptions=True)
@@ -293,9 +312,13 @@ class WebSocketAPIServer:
     ) -> int:
         """Publish ``data`` on the stream ``subscription_type``; returns connections queued to.
 
-        Encodes once and queues without awaiting any client (the seed awaited each send).
+        Encodes once and queues without awaiting any client (the seed awaited each send). In a
+        cluster it waits until the message came back through Redis and was queued here.
         """
-        return self.broadcast_provider.publish(Stream(subscription_type), data, exclude_client)
+        stream = Stream(subscription_type)
+        if self.broker.local_reads:
+            return self.broadcast_provider.publish(stream, data, exclude_client)
+        return await self.broker.publish_wait(stream, data, exclude_client)
 
     def get_stats(self) -> dict[str, Any]:
         m = self.metrics
@@ -315,14 +338,12 @@ class WebSocketAPIServer:
             "closes": {str(code): count for code, count in m.closes.items()},
             "streams": {
                 stream.value: {
-                    "offset": history.offset,
-                    "epoch": history.epoch,
-                    "history": len(history),
+                    **self.broadcast_provider.stats(stream),
                     "subscribers": self.subscription_manager.count(stream),
                     "published": m.published[stream.value],
                     "deliveries": m.deliveries[stream.value],
                 }
-                for stream, history in self.broadcast_provider.histories.items()
+                for stream in CATALOG
             },
             "delivery": {"flushes": m.flushes, "coalesced": m.coalesced, "conflated": m.conflated},
         }
@@ -340,11 +361,16 @@ class WebSocketAPIServer:
             "keepalive": {"ready": self._keepalive is not None and not self._keepalive.done()},
             "auth": {"ready": True, "algorithm": self.auth_handler.algorithm.value},
             "session_store": await self._store_health(),
+            "broker": self.broker.health(),
         }
         if self.controller is not None:
             components["engine"] = self.controller.health()
         healthy = all(bool(part["ready"]) for part in components.values())
-        return {"status": "healthy" if healthy else "unhealthy", "components": components}
+        return {
+            "status": "healthy" if healthy else "unhealthy",
+            "degraded": bool(components["broker"]["degraded"]),  # Redis away: serving own clients only
+            "components": components,
+        }
 
     # ------------------------------------------------------------------ helpers
     def _log_secret(self) -> None:
