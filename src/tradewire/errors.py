@@ -17,7 +17,8 @@
         ├── InvalidSessionConfig     ``config`` or ``strategy_config`` of a session is wrong
         ├── ResultsNotAvailable      the session has no stored results (yet)
         ├── LiveTradingUnavailable   no exchange adapter is configured
-        └── SessionFailed            a session could not go on (its message is safe to show)
+        ├── SessionFailed            a session could not go on (its message is safe to show)
+        └── ClusterUnavailable       cluster mode: no node answered, or Redis is unreachable
 
 (``IndicatorError`` in :mod:`tradewire.engine.indicators` and ``StrategyValidationError`` in
 :mod:`tradewire.engine.strategy_document` are engine errors too.)
@@ -140,6 +141,10 @@ class ResultsNotAvailable(EngineError):
 
 class SessionFailed(EngineError):
     """A session ended with an error its owner can act on (e.g. an empty dataset)."""
+
+
+class ClusterUnavailable(EngineError):
+    """Cluster mode could not do it now (no node answered in time, Redis unreachable): retry."""
 
 
 class LiveTradingUnavailable(EngineError):

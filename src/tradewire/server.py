@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import structlog
 from pydantic import SecretStr
 
@@ -24,6 +25,7 @@ from tradewire.auth.tokens import AuthHandler
 from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.clock import Clock, SystemClock
+from tradewire.cluster.node import ClusterNode
 from tradewire.config import DEV_SECRET_FILE, SecretSource, Settings
 from tradewire.controller import Controller
 from tradewire.core.client_utils import parse_networks
@@ -42,6 +44,7 @@ from tradewire.handlers.strategy import STRATEGY_TYPES, StrategyHandler
 from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
+from tradewire.protocol.codes import ErrorCode
 from tradewire.protocol.messages import MessageType, Stream
 from tradewire.sessions.reconnect import ReconnectService
 from tradewire.sessions.session_store import SessionStore, SessionStoreError
@@ -181,7 +184,13 @@ class WebSocketAPIServer:
             self.subscription_manager, self.metrics, self.clock, broker
         )
         self._owns_bus = self._given_bus is None
-        self.event_bus: EventBus = self._given_bus or InMemoryEventBus(self.metrics)
+        self.cluster = (
+            ClusterNode.build(s, self.metrics, self.connection_manager, self._refuse_cluster_user)
+            if s.redis_url
+            else None
+        )
+        default_bus = self.cluster.bus if self.cluster is not None else InMemoryEventBus(self.metrics)
+        self.event_bus: EventBus = self._given_bus or default_bus
         self.event_bridge = EventBridge(self.event_bus, self.broadcast_provider, self.metrics)
         self.subscription_handler = SubscriptionHandler(
             self.subscription_manager, self.broadcast_provider, self.clock
@@ -211,6 +220,20 @@ class WebSocketAPIServer:
         self.auth_message_handler.on_privileges_changed = self.reconnect.revoke
         self.connection_lifecycle.enable_reconnect(self.reconnect.issue_token, self.reconnect.restore)
         self.connection_lifecycle.on_close(self._connection_closed)
+
+    def _refuse_cluster_user(self, conn: Connection) -> None:
+        """The user already holds its connections on other nodes: undo this connection's auth."""
+        self.connection_manager.drop_user(conn)
+        conn.cancel_timers()
+        self.reconnect.revoke(conn)
+        limit = self.settings.max_connections_per_user
+        envelope = self.error_handler.envelope(
+            ErrorCode.CONNECTION_LIMIT_EXCEEDED,
+            f"user already has {limit} authenticated connections in the cluster",
+            details={"limit": limit, "scope": "cluster"},
+        )
+        self.metrics.errors[ErrorCode.CONNECTION_LIMIT_EXCEEDED.value] += 1
+        conn.send(orjson.dumps(envelope))
 
     def _connection_closed(self, conn: Connection) -> None:
         """Drop the subscriptions of a closed connection and save its session for reconnect."""
@@ -253,12 +276,13 @@ class WebSocketAPIServer:
         router.include(UnavailableHandler("collection").routes(collection))
 
     # ------------------------------------------------------------------ public API (seed)
-    async def start(self) -> None:
-        """Start the parts and listen on ``settings.host:settings.ws_port`` (picows engine)."""
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Start the parts and listen on ``settings.host:settings.ws_port`` (picows engine);
+        ``reuse_port``: share the port with other processes (``tradewire serve --workers N``)."""
         if self.is_running:
             return
         await self.startup_embedded()
-        await self.engine.start(self.settings.host, self.settings.ws_port)
+        await self.engine.start(self.settings.host, self.settings.ws_port, reuse_port=reuse_port)
         self.is_running = True
         self.logger.info("server.started", ws_url=self.ws_url)
 
@@ -269,6 +293,8 @@ class WebSocketAPIServer:
         self._log_secret()
         self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
         await self.broker.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         self.event_bridge.start()
         if self._owns_bus:
             await self.event_bus.start()
@@ -297,6 +323,8 @@ class WebSocketAPIServer:
             await self.controller.stop()
         await self.reconnect.drain()
         await self.session_store.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.broker.stop()
         if self._keepalive is not None:
             self._keepalive.cancel()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 import structlog
@@ -25,6 +26,10 @@ from tradewire.engine.strategy_manager import StrategyManager
 from tradewire.engine.ticks import Tick
 
 _log = structlog.get_logger("tradewire.engine")
+
+
+def _always() -> bool:
+    return True
 
 
 def _finite(value: object) -> TypeGuard[float]:
@@ -43,7 +48,10 @@ class EmbeddedEngine:
         self.database = Database(settings.database)
         self.bank = IndicatorBank()
         self._bus: EventBus | None = None
-        self.strategies = StrategyManager(self.database, self.bank, self._publish)
+        # Cluster mode (docs/CLUSTER.md): only the node holding the leader lease runs the feeds and
+        # feeds the live strategies, whose events it alone publishes; sessions run on every node.
+        self.leading: Callable[[], bool] = _always
+        self.strategies = StrategyManager(self.database, self.bank, self._publish_live)
         self.sessions = ExecutionController(
             self.database,
             self.strategies,
@@ -51,15 +59,21 @@ class EmbeddedEngine:
             max_per_user=settings.max_sessions_per_user,
             max_total=settings.max_sessions_total,
             live_symbols=lambda: settings.synthetic_symbols,
+            interrupt_at_start=not settings.redis_url,  # in a cluster, leases tell (cluster/jobs.py)
         )
         self._started = False
         self._books: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask)
         self.rejected_ticks = 0  # bus price events ignored as malformed
         self._tasks: list[asyncio.Task[None]] = []
+        self._sources_ready: list[MarketDataSource] = []
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._bus is not None:
             self._bus.publish(topic, payload)
+
+    def _publish_live(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.leading():
+            self._publish(topic, payload)
 
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
@@ -74,15 +88,30 @@ class EmbeddedEngine:
             raise
         self._started = True
         bus.subscribe(topics.MARKET_ALL, self._on_market, name=ENGINE_SUBSCRIBER)
-        loop = asyncio.get_running_loop()
-        for source in sources:
-            self._tasks.append(loop.create_task(source.run(MarketDataPublisher(bus, source.name))))
+        self._sources_ready = sources
+        if self.leading():
+            self.start_feeds()
         _log.info(
             "engine.started",
             sources=[source.name for source in sources],
             synthetic_symbols=settings.synthetic_symbols,
             database=settings.database.split("://")[0],
         )
+
+    def start_feeds(self) -> None:
+        """Run the market-data sources (at start; in a cluster when this node becomes leader)."""
+        if self._tasks or self._bus is None:
+            return
+        loop = asyncio.get_running_loop()
+        for source in self._sources_ready:
+            self._tasks.append(loop.create_task(source.run(MarketDataPublisher(self._bus, source.name))))
+
+    async def stop_feeds(self) -> None:
+        """Stop the market-data sources (shutdown; in a cluster when leadership is lost)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     async def _sources(self) -> list[MarketDataSource]:
         """The synthetic live feed (if symbols are configured) and a dataset replay (if asked)."""
@@ -102,10 +131,7 @@ class EmbeddedEngine:
         return sources
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self.stop_feeds()
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
         await self.sessions.stop()
@@ -130,7 +156,8 @@ class EmbeddedEngine:
             return
         bid, ask = self._books.get(symbol, (None, None))
         tick = Tick(symbol, float(price), float(volume), float(ts), bid, ask)
-        self.strategies.on_tick(tick)
+        if self.leading():
+            self.strategies.on_tick(tick)
         self.sessions.on_tick(tick)
 
     def health(self) -> dict[str, Any]:
