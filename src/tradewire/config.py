@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     cluster_publish_queue: int = Field(10_000, ge=100)  # publications waiting for Redis, then dropped
     cluster_lease_seconds: float = Field(5.0, ge=0.5)  # leader and job leases; a dead node's expire
     user_rate_limit_per_minute: float = Field(0.0, ge=0)  # a user's messages on all nodes (0: off)
+    session_checkpoint_seconds: float = Field(1.0, ge=0)  # re-save live sessions (crash → resume); 0: off
 
     # Embedded engine (used by `tradewire serve`)
     engine: bool = True  # run the reference engine behind the gateway

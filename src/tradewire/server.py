@@ -25,6 +25,7 @@ from tradewire.auth.tokens import AuthHandler
 from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.clock import Clock, SystemClock
+from tradewire.cluster.checkpoint import SessionCheckpoints
 from tradewire.cluster.node import ClusterNode
 from tradewire.config import DEV_SECRET_FILE, SecretSource, Settings
 from tradewire.controller import Controller
@@ -218,6 +219,13 @@ class WebSocketAPIServer:
         self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
         self.auth_message_handler.after_auth = self.reconnect.resume_parked
         self.auth_message_handler.on_privileges_changed = self.reconnect.revoke
+        self.checkpoints = SessionCheckpoints(
+            self.reconnect,
+            self.connection_manager,
+            self.subscription_manager,
+            self.broadcast_provider,
+            s.session_checkpoint_seconds if s.redis_url else 0.0,
+        )
         self.connection_lifecycle.enable_reconnect(self.reconnect.issue_token, self.reconnect.restore)
         self.connection_lifecycle.on_close(self._connection_closed)
 
@@ -295,6 +303,7 @@ class WebSocketAPIServer:
         await self.broker.start()
         if self.cluster is not None:
             await self.cluster.start()
+        await self.checkpoints.start()
         self.event_bridge.start()
         if self._owns_bus:
             await self.event_bus.start()
@@ -315,6 +324,7 @@ class WebSocketAPIServer:
         if not self._embedded:
             return
         self.engine.stop_accepting()
+        await self.checkpoints.stop()
         self.event_bridge.stop()
         if self._owns_bus:
             await self.event_bus.stop()

@@ -26,7 +26,7 @@ from tradewire.cluster.lease import LeaderLease
 from tradewire.config import Settings
 from tradewire.controller import SessionService, StrategyService
 from tradewire.engine.controller import EmbeddedEngine
-from tradewire.errors import ConfigError
+from tradewire.errors import ConfigError, StrategyNotFound
 from tradewire.metrics import ServerMetrics
 
 _log = structlog.get_logger("tradewire.cluster")
@@ -118,6 +118,7 @@ class ClusterEngine:
             ttl=settings.cluster_lease_seconds,
             max_per_user=settings.max_sessions_per_user,
             max_total=settings.max_sessions_total,
+            prepare=self._current_strategies,
         )
         link.on(f"{link.prefix}cluster", self._on_cluster)
         await self.inner.start(bus)
@@ -165,6 +166,19 @@ class ClusterEngine:
         machines restart from ``monitoring``)."""
         await self.inner.strategies.load(self.settings.synthetic_symbols or None)
         _log.info("cluster.strategies_reloaded", leader=self.leading)
+
+    async def _current_strategies(self, names: list[str]) -> None:
+        """Reload if the database holds a newer version of a strategy a session will run (its
+        change notice may still be on its way)."""
+        stored = {row.name: row.version for row in await self.inner.database.latest_strategies()}
+        for name in names:
+            try:
+                _, version = self.inner.strategies.document(name)
+            except StrategyNotFound:
+                version = None
+            if name in stored and stored[name] != version:
+                await self._reload()
+                return
 
     async def _status_loop(self) -> None:
         key = f"{self._link.prefix}strategies:status"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -64,6 +65,7 @@ class ClusterSessions:
         ttl: float,
         max_per_user: int,
         max_total: int,
+        prepare: Callable[[list[str]], Awaitable[None]] | None = None,
     ) -> None:
         self._inner = inner
         self._db = database
@@ -77,6 +79,7 @@ class ClusterSessions:
         self._max_per_user = max_per_user
         self._max_total = max_total
         self._stream = f"{link.prefix}jobs"
+        self._prepare = prepare  # makes this node's strategy versions current before a start
         self._local: dict[str, Caller] = {}  # sessions running on this node → their owner
         self._lock = asyncio.Lock()  # this node's starts: check + dispatch never interleave
         self._tasks: list[asyncio.Task[None]] = []
@@ -265,6 +268,8 @@ class ClusterSessions:
         user_id, admin = request["caller"]
         caller = Caller(str(user_id), bool(admin))
         try:
+            if self._prepare is not None:
+                await self._prepare(list(request["strategy_config"]))
             record = await self._inner.start_session(
                 caller,
                 request["session_type"],
