@@ -85,7 +85,15 @@ class ClusterEngine:
         self.settings = settings
         self._metrics = metrics or ServerMetrics()
         self._strategies = ClusterStrategies(self)
-        self._sessions: ClusterSessions | None = None
+        self._sessions = ClusterSessions(
+            inner.sessions,
+            inner.database,
+            inner._publish,
+            ttl=settings.cluster_lease_seconds,
+            max_per_user=settings.max_sessions_per_user,
+            max_total=settings.max_sessions_total,
+            prepare=self._current_strategies,
+        )
         self._lease: LeaderLease | None = None
         self._tasks: list[asyncio.Task[None]] = []
         inner.leading = lambda: self.leading
@@ -109,17 +117,7 @@ class ClusterEngine:
         self._metrics = bus.metrics
         settings = self.settings
         self._link = link
-        self._sessions = ClusterSessions(
-            self.inner.sessions,
-            self.inner.database,
-            link,
-            self._metrics,
-            self.inner._publish,
-            ttl=settings.cluster_lease_seconds,
-            max_per_user=settings.max_sessions_per_user,
-            max_total=settings.max_sessions_total,
-            prepare=self._current_strategies,
-        )
+        self._sessions.attach(link, self._metrics)
         link.on(f"{link.prefix}cluster", self._on_cluster)
         await self.inner.start(bus)
         self._lease = LeaderLease(
@@ -133,15 +131,14 @@ class ClusterEngine:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sessions is not None:
-            await self._sessions.stop()
+        await self._sessions.stop()
         if self._lease is not None:
             await self._lease.stop()
         await self.inner.stop()
 
     def health(self) -> dict[str, Any]:
-        sessions = self._sessions.health() if self._sessions is not None else {}
-        return {**self.inner.health(), **sessions, "leader": self.leading}
+        node = self._link.node_id if hasattr(self, "_link") else None
+        return {**self.inner.health(), **self._sessions.health(), "node_id": node, "leader": self.leading}
 
     def queries(self) -> dict[str, Any]:
         return self.inner.queries()

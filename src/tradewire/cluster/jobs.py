@@ -58,8 +58,6 @@ class ClusterSessions:
         self,
         inner: ExecutionController,
         database: Database,
-        link: ClusterLink,
-        metrics: ServerMetrics,
         publish: Any,
         *,
         ttl: float,
@@ -69,20 +67,23 @@ class ClusterSessions:
     ) -> None:
         self._inner = inner
         self._db = database
+        self._publish = publish
+        self._ttl = ttl
+        self._max_per_user = max_per_user
+        self._max_total = max_total
+        self._prepare = prepare  # makes this node's strategy versions current before a start
+        self._local: dict[str, Caller] = {}  # sessions running on this node → their owner
+        self._lock = asyncio.Lock()  # this node's starts: check + dispatch never interleave
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def attach(self, link: ClusterLink, metrics: ServerMetrics) -> None:
+        """Connect to the cluster (at start: the link belongs to the gateway's event bus)."""
         self._link = link
         self._redis = link.redis
         self._node = link.node_id
         self._prefix = link.prefix
         self._metrics = metrics
-        self._publish = publish
-        self._ttl = ttl
-        self._max_per_user = max_per_user
-        self._max_total = max_total
         self._stream = f"{link.prefix}jobs"
-        self._prepare = prepare  # makes this node's strategy versions current before a start
-        self._local: dict[str, Caller] = {}  # sessions running on this node → their owner
-        self._lock = asyncio.Lock()  # this node's starts: check + dispatch never interleave
-        self._tasks: list[asyncio.Task[None]] = []
         link.serve("session_stop", self._serve_stop)
 
     def _lease_key(self, session_id: str) -> str:
@@ -180,7 +181,7 @@ class ClusterSessions:
         return await self._inner.datasets(symbol)
 
     def health(self) -> dict[str, Any]:
-        return {"node_id": self._node, "node_sessions": len(self._local)}
+        return {"node_sessions": len(self._local)}
 
     # ------------------------------------------------------------------ asking side
     async def _check(self, owner: str, session_type: str, strategy_config: dict[str, list[str]]) -> None:
