@@ -62,6 +62,15 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     configure_logging(settings.log_format, settings.log_level)
+    from tradewire.cluster.workers import check_workers, run_workers
+
+    check_workers(settings)
+    if settings.workers > 1:
+        return run_workers(settings, _serve_one)
+    return _serve_one(settings)
+
+
+def _serve_one(settings: Settings) -> int:
     from tradewire.runner import serve
 
     try:

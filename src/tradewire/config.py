@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     redis_prefix: str = "tradewire:"  # namespace of every Redis key (one per deployment)
     stream_history_size: int | None = Field(None, ge=0)  # overrides the catalog's count for every stream
     stream_history: dict[str, int] = {}  # per stream, e.g. {"market_data": 50000}; wins over both
+    # Cluster (with redis_url; docs/CLUSTER.md)
+    workers: int = Field(1, ge=1, le=64)  # processes sharing the ports (SO_REUSEPORT); > 1 needs Redis
+    node_id: str = ""  # this node's name in Redis (empty: random per process)
+    cluster_publish_queue: int = Field(10_000, ge=100)  # publications waiting for Redis, then dropped
+    cluster_lease_seconds: float = Field(5.0, ge=0.5)  # leader and job leases; a dead node's expire
+    user_rate_limit_per_minute: float = Field(0.0, ge=0)  # a user's messages on all nodes (0: off)
+    session_checkpoint_seconds: float = Field(1.0, ge=0)  # re-save live sessions (crash → resume); 0: off
 
     # Embedded engine (used by `tradewire serve`)
     engine: bool = True  # run the reference engine behind the gateway

@@ -23,6 +23,7 @@
         ├── CollectionLimitExceeded  too many running collections of one user
         ├── LiveTradingUnavailable   no exchange adapter is configured (or it is not connected)
         ├── SessionFailed            a session could not go on (its message is safe to show)
+        ├── ClusterUnavailable       cluster mode: no node answered, or Redis is unreachable
         └── ExchangeError            an exchange adapter failed (engine-internal: sessions report it)
             ├── ExchangeUnavailable  the exchange cannot be reached now (network, maintenance, limits)
             ├── ExchangeAuthFailed   the exchange refused the credentials (or their permissions)
@@ -190,6 +191,10 @@ class SessionFailed(EngineError):
 class CollectionLimitExceeded(EngineError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"at most {limit} running collections per user", {"limit": limit})
+
+
+class ClusterUnavailable(EngineError):
+    """Cluster mode could not do it now (no node answered in time, Redis unreachable): retry."""
 
 
 class LiveTradingUnavailable(EngineError):

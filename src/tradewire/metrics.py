@@ -76,6 +76,9 @@ class ServerMetrics:
         # The engine's health figures; the numeric ones are exported as tradewire_engine_<name>
         # gauges (e.g. collection_dropped_rows). None: no engine behind the gateway.
         self.engine: Callable[[], dict[str, Any]] | None = None
+        # cluster (Redis broker, bus, jobs, limits): events by name, and whether Redis is away
+        self.cluster: Counter[str] = Counter()
+        self.cluster_degraded: Callable[[], bool] = bool
 
     def observe_latency(self, message_type: str, seconds: float) -> None:
         hist = self.latency.get(message_type)
@@ -156,6 +159,12 @@ def _stream_metrics(m: ServerMetrics) -> Iterator[Metric]:
         "tradewire_bridge_unknown_topics", "Bus topics without a stream", "topic", m.unknown_topics
     )
     yield _labelled("tradewire_reconnects", "Reconnect attempts by result", "result", m.reconnects)
+    yield _labelled("tradewire_cluster_events", "Cluster events (Redis broker, jobs)", "event", m.cluster)
+    yield GaugeMetricFamily(
+        "tradewire_cluster_degraded",
+        "1 while Redis is unreachable (local delivery only)",
+        int(m.cluster_degraded()),
+    )
     sizes = m.queue_bytes()
     queued = GaugeMetricFamily("tradewire_connection_queue_bytes", "Outbound bytes queued", labels=["stat"])
     queued.add_metric(["max"], max(sizes, default=0))

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 import structlog
 import uvicorn
 
+from tradewire.cluster.engine import ClusterEngine
+from tradewire.cluster.workers import cluster_settings, shared_socket
 from tradewire.config import SecretSource, Settings
+from tradewire.controller import Controller
 from tradewire.engine.controller import EmbeddedEngine
 from tradewire.http.app import create_http_app
 from tradewire.server import WebSocketAPIServer
@@ -51,9 +54,13 @@ def next_steps(settings: Settings, server: WebSocketAPIServer, http_url: str) ->
 async def serve(settings: Settings) -> None:
     """Start both servers, log their URLs, and stop both cleanly on a signal."""
     log = structlog.get_logger("tradewire")
+    settings = cluster_settings(settings)
     engine = EmbeddedEngine(settings) if settings.engine else None
-    server = WebSocketAPIServer(settings=settings, controller=engine)
-    await server.start()
+    controller: Controller | None = engine
+    if engine is not None and settings.redis_url:
+        controller = ClusterEngine(engine, settings)
+    server = WebSocketAPIServer(settings=settings, controller=controller)
+    await server.start(reuse_port=settings.workers > 1)
     http = EmbeddedUvicorn(
         uvicorn.Config(
             create_http_app(server),
@@ -66,7 +73,8 @@ async def serve(settings: Settings) -> None:
             proxy_headers=False,  # tradewire applies its own trusted_proxies rule
         )
     )
-    http_task = asyncio.create_task(http.serve())
+    sockets = [shared_socket(settings.host, settings.http_port)] if settings.workers > 1 else None
+    http_task = asyncio.create_task(http.serve(sockets=sockets))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import structlog
 from pydantic import SecretStr
 
@@ -24,6 +25,8 @@ from tradewire.auth.tokens import AuthHandler
 from tradewire.bus.event_bus import EventBus
 from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.clock import Clock, SystemClock
+from tradewire.cluster.checkpoint import SessionCheckpoints
+from tradewire.cluster.node import ClusterNode
 from tradewire.config import DEV_SECRET_FILE, SecretSource, Settings
 from tradewire.controller import Controller
 from tradewire.core.client_utils import parse_networks
@@ -43,6 +46,7 @@ from tradewire.handlers.strategy import STRATEGY_TYPES, StrategyHandler
 from tradewire.handlers.subscription import SubscriptionHandler
 from tradewire.handlers.unavailable import UnavailableHandler
 from tradewire.metrics import ServerMetrics
+from tradewire.protocol.codes import ErrorCode
 from tradewire.protocol.messages import Stream
 from tradewire.sessions.reconnect import ReconnectService
 from tradewire.sessions.session_store import SessionStore, SessionStoreError
@@ -50,6 +54,9 @@ from tradewire.sessions.session_store_memory import MemorySessionStore
 from tradewire.sessions.session_store_redis import RedisSessionStore
 from tradewire.streams.bridge import EventBridge
 from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.broker import Broker
+from tradewire.streams.broker_memory import MemoryBroker
+from tradewire.streams.broker_redis import RedisBroker
 from tradewire.streams.catalog import CATALOG
 from tradewire.streams.subscriptions import SubscriptionManager
 from tradewire.transport.asgi import AsgiEndpoint
@@ -163,11 +170,31 @@ class WebSocketAPIServer:
             )
             for stream, spec in CATALOG.items()
         }
+        broker: Broker = (
+            RedisBroker(
+                s.redis_url,
+                s.redis_prefix,
+                self.clock,
+                self.metrics,
+                history_limits,
+                queue_size=s.cluster_publish_queue,
+            )
+            if s.redis_url
+            else MemoryBroker(self.clock, history_limits)
+        )
+        self.broker = broker
+        self.metrics.cluster_degraded = lambda: bool(broker.health()["degraded"])
         self.broadcast_provider = BroadcastProvider(
-            self.subscription_manager, self.metrics, self.clock, history_limits
+            self.subscription_manager, self.metrics, self.clock, broker
         )
         self._owns_bus = self._given_bus is None
-        self.event_bus: EventBus = self._given_bus or InMemoryEventBus(self.metrics)
+        self.cluster = (
+            ClusterNode.build(s, self.metrics, self.connection_manager, self._refuse_cluster_user)
+            if s.redis_url
+            else None
+        )
+        default_bus = self.cluster.bus if self.cluster is not None else InMemoryEventBus(self.metrics)
+        self.event_bus: EventBus = self._given_bus or default_bus
         self.event_bridge = EventBridge(self.event_bus, self.broadcast_provider, self.metrics)
         self.subscription_handler = SubscriptionHandler(
             self.subscription_manager,
@@ -198,8 +225,29 @@ class WebSocketAPIServer:
         self.reconnect.watch_expiry = self.auth_message_handler.watch_expiry
         self.auth_message_handler.after_auth = self.reconnect.resume_parked
         self.auth_message_handler.on_privileges_changed = self.reconnect.revoke
+        self.checkpoints = SessionCheckpoints(
+            self.reconnect,
+            self.connection_manager,
+            self.subscription_manager,
+            self.broadcast_provider,
+            s.session_checkpoint_seconds if s.redis_url else 0.0,
+        )
         self.connection_lifecycle.enable_reconnect(self.reconnect.issue_token, self.reconnect.restore)
         self.connection_lifecycle.on_close(self._connection_closed)
+
+    def _refuse_cluster_user(self, conn: Connection) -> None:
+        """The user already holds its connections on other nodes: undo this connection's auth."""
+        self.connection_manager.drop_user(conn)
+        conn.cancel_timers()
+        self.reconnect.revoke(conn)
+        limit = self.settings.max_connections_per_user
+        envelope = self.error_handler.envelope(
+            ErrorCode.CONNECTION_LIMIT_EXCEEDED,
+            f"user already has {limit} authenticated connections in the cluster",
+            details={"limit": limit, "scope": "cluster"},
+        )
+        self.metrics.errors[ErrorCode.CONNECTION_LIMIT_EXCEEDED.value] += 1
+        conn.send(orjson.dumps(envelope))
 
     def _connection_closed(self, conn: Connection) -> None:
         """Drop the subscriptions of a closed connection and save its session for reconnect."""
@@ -241,12 +289,13 @@ class WebSocketAPIServer:
             router.include(CollectionMessageHandler(collections).routes())
 
     # ------------------------------------------------------------------ public API (seed)
-    async def start(self) -> None:
-        """Start the parts and listen on ``settings.host:settings.ws_port`` (picows engine)."""
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Start the parts and listen on ``settings.host:settings.ws_port`` (picows engine);
+        ``reuse_port``: share the port with other processes (``tradewire serve --workers N``)."""
         if self.is_running:
             return
         await self.startup_embedded()
-        await self.engine.start(self.settings.host, self.settings.ws_port)
+        await self.engine.start(self.settings.host, self.settings.ws_port, reuse_port=reuse_port)
         self.is_running = True
         self.logger.info("server.started", ws_url=self.ws_url)
 
@@ -256,6 +305,10 @@ class WebSocketAPIServer:
             return
         self._log_secret()
         self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
+        await self.broker.start()
+        if self.cluster is not None:
+            await self.cluster.start()
+        await self.checkpoints.start()
         self.event_bridge.start()
         if self._owns_bus:
             await self.event_bus.start()
@@ -276,6 +329,7 @@ class WebSocketAPIServer:
         if not self._embedded:
             return
         self.engine.stop_accepting()
+        await self.checkpoints.stop()
         self.event_bridge.stop()
         if self._owns_bus:
             await self.event_bus.stop()
@@ -284,6 +338,9 @@ class WebSocketAPIServer:
             await self.controller.stop()
         await self.reconnect.drain()
         await self.session_store.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
+        await self.broker.stop()
         if self._keepalive is not None:
             self._keepalive.cancel()
             await asyncio.gather(self._keepalive, return_exceptions=True)
@@ -298,9 +355,13 @@ class WebSocketAPIServer:
     ) -> int:
         """Publish ``data`` on the stream ``subscription_type``; returns connections queued to.
 
-        Encodes once and queues without awaiting any client (the seed awaited each send).
+        Encodes once and queues without awaiting any client (the seed awaited each send). In a
+        cluster it waits until the message came back through Redis and was queued here.
         """
-        return self.broadcast_provider.publish(Stream(subscription_type), data, exclude_client)
+        stream = Stream(subscription_type)
+        if self.broker.local_reads:
+            return self.broadcast_provider.publish(stream, data, exclude_client)
+        return await self.broker.publish_wait(stream, data, exclude_client)
 
     def get_stats(self) -> dict[str, Any]:
         m = self.metrics
@@ -320,14 +381,12 @@ class WebSocketAPIServer:
             "closes": {str(code): count for code, count in m.closes.items()},
             "streams": {
                 stream.value: {
-                    "offset": history.offset,
-                    "epoch": history.epoch,
-                    "history": len(history),
+                    **self.broadcast_provider.stats(stream),
                     "subscribers": self.subscription_manager.count(stream),
                     "published": m.published[stream.value],
                     "deliveries": m.deliveries[stream.value],
                 }
-                for stream, history in self.broadcast_provider.histories.items()
+                for stream in CATALOG
             },
             "delivery": {"flushes": m.flushes, "coalesced": m.coalesced, "conflated": m.conflated},
         }
@@ -345,11 +404,16 @@ class WebSocketAPIServer:
             "keepalive": {"ready": self._keepalive is not None and not self._keepalive.done()},
             "auth": {"ready": True, "algorithm": self.auth_handler.algorithm.value},
             "session_store": await self._store_health(),
+            "broker": self.broker.health(),
         }
         if self.controller is not None:
             components["engine"] = self.controller.health()
         healthy = all(bool(part["ready"]) for part in components.values())
-        return {"status": "healthy" if healthy else "unhealthy", "components": components}
+        return {
+            "status": "healthy" if healthy else "unhealthy",
+            "degraded": bool(components["broker"]["degraded"]),  # Redis away: serving own clients only
+            "components": components,
+        }
 
     # ------------------------------------------------------------------ helpers
     def _log_secret(self) -> None:

@@ -121,9 +121,10 @@ async def test_a_broken_strategy_shows_every_error_at_its_path(
         await collection.get_by_label("Duration").select_option("5m")
         await collection.get_by_role("button", name="Start").click()
         await page.wait_for_function(
-            "() => document.querySelector('#collection-message').textContent.includes('started')",
+            "() => document.querySelector('#collection-message').textContent.length > 0",
             timeout=WAIT_MS,
         )
+        assert "started" in await page.locator("#collection-message").inner_text()
         row = page.locator("#collections tbody tr").first
         assert (await row.locator("td").nth(2).inner_text()) == "running"
         collection_id = await row.locator("td").first.inner_text()

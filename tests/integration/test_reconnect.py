@@ -223,7 +223,7 @@ async def test_session_survives_a_server_restart_with_redis(
             assert again["client_id"] == welcome["client_id"]
             assert again["authenticated"] is True
             statuses = {s["stream"]: s for s in again["subscriptions"]}
-            assert statuses["market_data"]["recovered"] is False  # new process, new history epoch
+            assert statuses["market_data"]["recovered"] is True  # history and epoch live in Redis
             await publish(second, "market_data", [{"symbol": "BTC", "n": 1}])
             assert [f["data"]["n"] for f in await drain_until_pong(ws2)] == [1]
         ws3, reused = await _reconnect(second, welcome["reconnect_token"])

@@ -22,6 +22,7 @@ from tests.helpers import (
     wait_closed,
 )
 from tradewire import Level
+from tradewire.streams.broker_memory import MemoryBroker
 
 
 async def _authed(running: Running, level: Level = Level.TRADER, stalling: bool = False) -> ClientConnection:
@@ -201,8 +202,9 @@ async def test_recovery_after_history_eviction_is_reported(
     transport: str, settings_factory: Callable[..., Any]
 ) -> None:
     async with run_server(transport, settings_factory()) as r:
-        r.server.broadcast_provider.histories[_stream("indicators")].max_size = 5
-        history = r.server.broadcast_provider.histories[_stream("indicators")]
+        assert isinstance(r.server.broker, MemoryBroker)
+        r.server.broker.histories[_stream("indicators")].max_size = 5
+        history = r.server.broker.histories[_stream("indicators")]
         history._entries = type(history._entries)(maxlen=5)
         ws = await _authed(r)
         async with ws:

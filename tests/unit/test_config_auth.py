@@ -160,7 +160,11 @@ def test_stream_history_is_configurable_per_stream(tmp_path: Path) -> None:
     settings = Settings(
         jwt_secret="k" * 40, data_dir=tmp_path, stream_history_size=50, stream_history={"signals": 7}
     )
-    histories = WebSocketAPIServer(settings=settings).broadcast_provider.histories
+    from tradewire.streams.broker_memory import MemoryBroker
+
+    broker = WebSocketAPIServer(settings=settings).broker
+    assert isinstance(broker, MemoryBroker)
+    histories = broker.histories
     assert histories[Stream.SIGNALS].max_size == 7
     assert histories[Stream.MARKET_DATA].max_size == 50
     with pytest.raises(ValueError, match="unknown streams"):

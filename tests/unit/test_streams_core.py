@@ -14,6 +14,7 @@ from tradewire.bus.event_bus_memory import InMemoryEventBus
 from tradewire.core.frames import Frame, text_frame
 from tradewire.metrics import ServerMetrics
 from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.broker_memory import MemoryBroker
 from tradewire.streams.filters import parse_filter
 from tradewire.streams.history import StreamHistory
 from tradewire.streams.subscriptions import SubscriptionManager
@@ -37,7 +38,8 @@ def test_history_is_bounded_by_count_and_age() -> None:
 
 def test_history_memory_does_not_grow_with_messages_published() -> None:
     clock, metrics = ManualClock(), ServerMetrics()
-    provider = BroadcastProvider(SubscriptionManager(), metrics, clock, {Stream.MARKET_DATA: (1000, 3600.0)})
+    broker = MemoryBroker(clock, {Stream.MARKET_DATA: (1000, 3600.0)})
+    provider = BroadcastProvider(SubscriptionManager(), metrics, clock, broker)
     payload = {"symbol": "BTC", "price": 1.0, "pad": "x" * 100}
 
     def publish(n: int) -> None:
@@ -51,7 +53,7 @@ def test_history_memory_does_not_grow_with_messages_published() -> None:
     publish(20000)
     after_25k = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    assert len(provider.histories[Stream.MARKET_DATA]) == 1000
+    assert len(broker.histories[Stream.MARKET_DATA]) == 1000
     assert after_25k - after_5k < 100_000  # flat: bounded history, nothing else retained
 
 
@@ -168,7 +170,7 @@ async def test_replay_after_conflated_frames_keeps_offset_order() -> None:
     those older held frames (they are moved into the batch first)."""
     clock, metrics = ManualClock(), ServerMetrics()
     manager = SubscriptionManager()
-    provider = BroadcastProvider(manager, metrics, clock)
+    provider = BroadcastProvider(manager, metrics, clock, MemoryBroker(clock))
     conn, out = make_conn(clock, metrics, queue_limit=1 << 20)
     sub = manager.subscribe(conn, Stream.MARKET_DATA, parse_filter({}), 0)
     conn.pause()
@@ -187,7 +189,7 @@ async def test_replay_after_conflated_frames_keeps_offset_order() -> None:
 async def test_coverage_tells_what_a_connection_may_already_hold() -> None:
     clock, metrics = ManualClock(), ServerMetrics()
     manager = SubscriptionManager()
-    provider = BroadcastProvider(manager, metrics, clock)
+    provider = BroadcastProvider(manager, metrics, clock, MemoryBroker(clock))
     conn, _ = make_conn(clock, metrics)
 
     def publish(count: int) -> int:

@@ -96,6 +96,7 @@ class Connection:
         "pinged_at",
         "principal",
         "rate",
+        "received",
         "reconnect_hash",
         "strikes",
         "tasks",
@@ -124,6 +125,7 @@ class Connection:
         self._flusher = flusher
         self._queue_limit = queue_limit  # bytes allowed in the transport's user-space buffer
         self.rate = rate  # message budget (DESIGN §3.7)
+        self.received = 0  # inbound messages (the cluster's per-user rate limit sums them per user)
         self.strikes = strikes  # budget of rate-limit violations before 4029
         self.opened_at = now
         self.last_seen = now  # monotonic time of the last inbound frame (any kind)

@@ -8,7 +8,7 @@ itself during a heartbeat timeout).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from tradewire.auth.tokens import Principal
 from tradewire.core.connection import Connection
@@ -28,6 +28,9 @@ class ConnectionManager:
         self._by_user: dict[str, set[str]] = {}
         self._empty = asyncio.Event()  # set while no connection is registered
         self._empty.set()
+        # Cluster mode: told of every bind/unbind, to count a user's connections on all nodes.
+        self.on_bound: Callable[[Connection, str], None] | None = None
+        self.on_unbound: Callable[[Connection, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -69,6 +72,8 @@ class ConnectionManager:
         self._connections[client_id] = conn
         if conn.principal is not None:
             self._by_user.setdefault(conn.principal.user_id, set()).add(client_id)
+            if self.on_bound is not None:
+                self.on_bound(conn, conn.principal.user_id)
 
     def get(self, client_id: str) -> Connection | None:
         return self._connections.get(client_id)
@@ -87,6 +92,8 @@ class ConnectionManager:
             self._unbind(conn)
         self._by_user.setdefault(principal.user_id, set()).add(conn.client_id)
         conn.principal = principal
+        if self.on_bound is not None:
+            self.on_bound(conn, principal.user_id)
 
     def drop_user(self, conn: Connection) -> None:
         """Remove the principal from ``conn`` (token expired): back to unauthenticated."""
@@ -116,3 +123,5 @@ class ConnectionManager:
             ids.discard(conn.client_id)
             if not ids:
                 del self._by_user[conn.principal.user_id]
+        if self.on_unbound is not None:
+            self.on_unbound(conn, conn.principal.user_id)

@@ -141,6 +141,7 @@ class MessageRouter:
         message: Message | None = None
         try:
             self._metrics.messages_in += 1
+            conn.received += 1
             now = self._monotonic()
             conn.last_seen = now
             rate = conn.rate

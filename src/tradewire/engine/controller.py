@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Any, TypeGuard
 
 import structlog
@@ -32,6 +33,10 @@ from tradewire.engine.symbols import SymbolRegistry, SymbolSource, replay_symbol
 from tradewire.engine.ticks import Tick
 
 _log = structlog.get_logger("tradewire.engine")
+
+
+def _always() -> bool:
+    return True
 
 
 def _finite(value: object) -> TypeGuard[float]:
@@ -77,7 +82,10 @@ class EmbeddedEngine:
         self.symbols = SymbolRegistry()
         self.symbols.add(SymbolSource.SYNTHETIC, settings.synthetic_symbols)
         self._bus: EventBus | None = None
-        self.strategies = StrategyManager(self.database, self.bank, self._publish, symbols=self.symbols)
+        # Cluster mode (docs/CLUSTER.md): only the node holding the leader lease runs the feeds and
+        # feeds the live strategies, whose events it alone publishes; sessions run on every node.
+        self.leading: Callable[[], bool] = _always
+        self.strategies = StrategyManager(self.database, self.bank, self._publish_live, symbols=self.symbols)
         if exchange is None and settings.exchange:
             exchange = ccxt_adapter(settings)
         self.exchange = (
@@ -99,6 +107,7 @@ class EmbeddedEngine:
             max_total=settings.max_sessions_total,
             symbols=self.symbols,
             exchange=self.exchange,
+            interrupt_at_start=not settings.redis_url,  # in a cluster, leases tell (cluster/jobs.py)
         )
         self.collections = CollectionManager(
             CollectionStorage(self.database),
@@ -111,10 +120,15 @@ class EmbeddedEngine:
         self._books: dict[str, tuple[float, float]] = {}  # symbol → last (bid, ask)
         self.rejected_ticks = 0  # bus price events ignored as malformed
         self._tasks: list[asyncio.Task[None]] = []
+        self._sources_ready: list[MarketDataSource] = []
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         if self._bus is not None:
             self._bus.publish(topic, payload)
+
+    def _publish_live(self, topic: str, payload: dict[str, Any]) -> None:
+        if self.leading():
+            self._publish(topic, payload)
 
     async def start(self, bus: EventBus) -> None:
         self._bus = bus
@@ -130,17 +144,34 @@ class EmbeddedEngine:
             raise
         self._started = True
         bus.subscribe(topics.MARKET_ALL, self._on_market, name=ENGINE_SUBSCRIBER)
-        loop = asyncio.get_running_loop()
-        for source in sources:
-            self._tasks.append(loop.create_task(source.run(MarketDataPublisher(bus, source.name))))
+        self._sources_ready = sources
+        if self.leading():
+            self.start_feeds()
         if self.exchange is not None:
-            await self.exchange.start(MarketDataPublisher(bus, self.exchange.source))
+            quotes = MarketDataPublisher(bus, self.exchange.source)
+            # every node routes its own live sessions' orders; only the leader publishes quotes
+            await self.exchange.start(lambda tick: quotes(tick) if self.leading() else None)
         _log.info(
             "engine.started",
             sources=[source.name for source in sources],
             synthetic_symbols=settings.synthetic_symbols,
             database=settings.database.split("://")[0],
         )
+
+    def start_feeds(self) -> None:
+        """Run the market-data sources (at start; in a cluster when this node becomes leader)."""
+        if self._tasks or self._bus is None:
+            return
+        loop = asyncio.get_running_loop()
+        for source in self._sources_ready:
+            self._tasks.append(loop.create_task(source.run(MarketDataPublisher(self._bus, source.name))))
+
+    async def stop_feeds(self) -> None:
+        """Stop the market-data sources (shutdown; in a cluster when leadership is lost)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
     async def _sources(self) -> list[MarketDataSource]:
         """The synthetic live feed (if symbols are configured) and a dataset replay (if asked)."""
@@ -162,10 +193,7 @@ class EmbeddedEngine:
         return sources
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self.stop_feeds()
         if self._bus is not None:
             self._bus.unsubscribe(ENGINE_SUBSCRIBER)
         await self.collections.stop()  # commits what the collections buffered
@@ -193,7 +221,8 @@ class EmbeddedEngine:
             return
         bid, ask = self._books.get(symbol, (None, None))
         tick = Tick(symbol, float(price), float(volume), float(ts), bid, ask)
-        self.strategies.on_tick(tick)
+        if self.leading():
+            self.strategies.on_tick(tick)
         self.sessions.on_tick(tick)
         self.collections.on_tick(tick)
 

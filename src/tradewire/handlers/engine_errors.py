@@ -12,6 +12,7 @@ from typing import Final
 from tradewire.engine.indicators import IndicatorError
 from tradewire.engine.strategy_document import StrategyValidationError
 from tradewire.errors import (
+    ClusterUnavailable,
     CollectionLimitExceeded,
     CollectionNotFound,
     DatasetNotFound,
@@ -48,6 +49,7 @@ ENGINE_ERROR_CODES: Final[tuple[tuple[type[Exception], ErrorCode], ...]] = (
     (SessionLimitExceeded, ErrorCode.SESSION_LIMIT_EXCEEDED),
     (LiveTradingUnavailable, ErrorCode.LIVE_TRADING_UNAVAILABLE),
     (ResultsNotAvailable, ErrorCode.RESULTS_NOT_AVAILABLE),
+    (ClusterUnavailable, ErrorCode.SERVICE_UNAVAILABLE),
 )
 
 

@@ -6,6 +6,11 @@ per symbol (``params.latest`` on ``market_data``/``indicators``). The ``subscrib
 written immediately; the queued frames follow it in the next flush, so the reply always comes
 first and the seam between recovered and live messages has no gap and no duplicate.
 
+With a remote history (cluster mode) ``subscribe`` is an async handler: it first fetches what it
+needs from the broker (the node's deliveries on that stream are held meanwhile), then does the same
+synchronously, so the same rules hold; see :meth:`BroadcastProvider.fetch`. Requests of one
+connection may then complete out of order: wait for ``subscribed`` before ``unsubscribe``.
+
 Re-subscribing (while subscribed, or after ``unsubscribe`` with frames still queued) keeps each
 offset at most once and in increasing order per connection and stream: recovery and latest
 values are queued only above what the connection may already hold
@@ -26,9 +31,9 @@ from tradewire.core.connection import Connection
 from tradewire.core.router import RouteSpec
 from tradewire.errors import PermissionDenied
 from tradewire.protocol.messages import MessageType, Subscribe, Unsubscribe
-from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.broadcast import BroadcastProvider, Fetched
 from tradewire.streams.catalog import CATALOG, scope_owner
-from tradewire.streams.filters import parse_filter
+from tradewire.streams.filters import StreamFilter, parse_filter
 from tradewire.streams.subscriptions import Coverage, Subscription, SubscriptionManager, selection
 
 
@@ -46,12 +51,16 @@ class SubscriptionHandler:
         self._symbols = symbols  # None: symbols are not checked (no engine behind the gateway)
 
     def routes(self) -> list[RouteSpec]:
+        """Inline ``subscribe`` when the broker's history is local, async when it is remote."""
+        local = self._broadcast.broker.local_reads
         return [
-            RouteSpec(MessageType.SUBSCRIBE, self.handle_subscribe),
+            RouteSpec(
+                MessageType.SUBSCRIBE, self.handle_subscribe if local else self.handle_subscribe_remote
+            ),
             RouteSpec(MessageType.UNSUBSCRIBE, self.handle_unsubscribe),
         ]
 
-    def handle_subscribe(self, conn: Connection, message: Subscribe) -> dict[str, Any]:
+    def _filter(self, conn: Connection, message: Subscribe) -> StreamFilter:
         spec = CATALOG[message.stream]
         principal = conn.principal
         if spec.permission is not None and (
@@ -65,6 +74,11 @@ class SubscriptionHandler:
                 self._symbols.require(params.symbols, path="params.symbols")
             if params.exclude_symbols:
                 self._symbols.require(params.exclude_symbols, path="params.exclude_symbols")
+        return flt
+
+    def handle_subscribe(self, conn: Connection, message: Subscribe) -> dict[str, Any]:
+        flt = self._filter(conn, message)
+        spec = CATALOG[message.stream]
         offset, epoch = self._broadcast.position(message.stream)
         prior = self._subscriptions.coverage(conn.client_id, message.stream, offset)
         sub = self._subscriptions.subscribe(conn, message.stream, flt, self._clock.monotonic())
@@ -76,16 +90,41 @@ class SubscriptionHandler:
         elif flt.latest and spec.latest_on_subscribe:
             latest = self._broadcast.send_latest(sub, prior.floor if prior is not None else 0)
         sub.start = _coverage_start(sub, offset, prior, recover.offset if recover and recovered else None)
-        return {
-            "type": "response",
-            "status": "subscribed",
-            "stream": message.stream.value,
-            "offset": offset,
-            "epoch": epoch,
-            "recovered": recovered,
-            "filters": flt.describe(),
-            "latest_sent": latest,
-        }
+        return _subscribed(message, offset, epoch, recovered, flt, latest)
+
+    async def handle_subscribe_remote(self, conn: Connection, message: Subscribe) -> dict[str, Any]:
+        """:meth:`handle_subscribe` over a remote history: fetch first, then decide inline."""
+        flt = self._filter(conn, message)
+        spec = CATALOG[message.stream]
+        recover = message.recover
+        wants_latest = recover is None and flt.latest and spec.latest_on_subscribe
+        fetched = await self._broadcast.fetch(
+            message.stream, recover.offset if recover is not None else None, wants_latest
+        )
+        try:
+            if conn.closed:
+                return _subscribed(message, 0, "", None, flt, 0)
+            return self._subscribe_fetched(conn, message, flt, fetched)
+        finally:
+            self._broadcast.release(fetched)
+
+    def _subscribe_fetched(
+        self, conn: Connection, message: Subscribe, flt: StreamFilter, fetched: Fetched
+    ) -> dict[str, Any]:
+        offset, epoch = self._broadcast.position(message.stream)
+        prior = self._subscriptions.coverage(conn.client_id, message.stream, offset)
+        sub = self._subscriptions.subscribe(conn, message.stream, flt, self._clock.monotonic())
+        recovered: bool | None = None
+        latest = 0
+        recover = message.recover
+        if recover is not None:
+            recovered = self._broadcast.recover_fetched(sub, fetched, recover.offset, recover.epoch, prior)
+        elif fetched.latest is not None:
+            latest = self._broadcast.send_latest_fetched(
+                sub, fetched, prior.floor if prior is not None else 0
+            )
+        sub.start = _coverage_start(sub, offset, prior, recover.offset if recover and recovered else None)
+        return _subscribed(message, offset, epoch, recovered, flt, latest)
 
     def handle_unsubscribe(self, conn: Connection, message: Unsubscribe) -> dict[str, Any]:
         position, _ = self._broadcast.position(message.stream)
@@ -96,6 +135,21 @@ class SubscriptionHandler:
             "stream": message.stream.value,
             "was_subscribed": removed,
         }
+
+
+def _subscribed(
+    message: Subscribe, offset: int, epoch: str, recovered: bool | None, flt: StreamFilter, latest: int
+) -> dict[str, Any]:
+    return {
+        "type": "response",
+        "status": "subscribed",
+        "stream": message.stream.value,
+        "offset": offset,
+        "epoch": epoch,
+        "recovered": recovered,
+        "filters": flt.describe(),
+        "latest_sent": latest,
+    }
 
 
 def _coverage_start(

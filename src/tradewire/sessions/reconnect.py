@@ -46,12 +46,13 @@ from tradewire.sessions.session_store import (
     split_token,
     token_matches,
 )
-from tradewire.streams.broadcast import BroadcastProvider
+from tradewire.streams.broadcast import BroadcastProvider, Fetched
 from tradewire.streams.catalog import CATALOG, scope_owner
 from tradewire.streams.filters import parse_filter
 from tradewire.streams.subscriptions import Subscription, SubscriptionManager
 
 _log = structlog.get_logger("tradewire.reconnect")
+_STREAMS = frozenset(s.value for s in Stream)
 
 
 class ReconnectService:
@@ -153,7 +154,12 @@ class ReconnectService:
             return self._rejected(result)
         self._attempts.succeeded(parts[0], address, self._clock.monotonic())
         self._metrics.reconnects[result] += 1
-        extras = self._apply(conn, session)
+        fetched = await self._fetch(session)
+        try:
+            extras = self._apply(conn, session, fetched)
+        finally:
+            for item in fetched.values():
+                self._broadcast.release(item)
         # Until a welcome with a new token reaches the client, the token it holds stays the key:
         # if the connection dies first, the session is saved again under that token.
         conn.reconnect_hash = session.token_hash
@@ -184,10 +190,25 @@ class ReconnectService:
         live.close(CloseCode.NORMAL, "session resumed by a new connection")
         return session
 
-    def _apply(self, conn: Connection, session: SavedSession) -> dict[str, object]:
+    async def _fetch(self, session: SavedSession) -> dict[str, Fetched]:
+        """With a remote history: read every saved stream's missed messages first (concurrently,
+        the node's deliveries held meanwhile), so that the restore itself runs without an await
+        and nothing reaches the client before its welcome."""
+        if self._broadcast.broker.local_reads:
+            return {}
+        wanted = [saved for saved in session.subscriptions if saved.stream in _STREAMS]
+        fetched = [self._broadcast.fetch(Stream(saved.stream), saved.last_offset, False) for saved in wanted]
+        results = await asyncio.gather(*fetched)
+        return {item.stream.value: item for item in results}
+
+    def _apply(
+        self, conn: Connection, session: SavedSession, fetched: dict[str, Fetched]
+    ) -> dict[str, object]:
         self._connections.rename(conn, session.client_id)
         authenticated = self._restore_auth(conn, session)
-        statuses = [self._resubscribe(conn, saved) for saved in session.subscriptions]
+        statuses = [
+            self._resubscribe(conn, saved, fetched.get(saved.stream)) for saved in session.subscriptions
+        ]
         _log.info("reconnect.restored", client_id=conn.client_id, subscriptions=len(statuses))
         return {
             "reconnected": True,
@@ -211,7 +232,9 @@ class ReconnectService:
             self.watch_expiry(conn, principal)
         return True
 
-    def _resubscribe(self, conn: Connection, saved: SavedSubscription) -> dict[str, object]:
+    def _resubscribe(
+        self, conn: Connection, saved: SavedSubscription, fetched: Fetched | None = None
+    ) -> dict[str, object]:
         stream = Stream(saved.stream)
         permission = CATALOG[stream].permission
         principal = conn.principal
@@ -222,7 +245,10 @@ class ReconnectService:
         offset, epoch = self._broadcast.position(stream)
         prior = self._subscriptions.coverage(conn.client_id, stream, offset)
         sub = self._subscriptions.subscribe(conn, stream, flt, self._clock.monotonic(), restoring=True)
-        recovered = self._broadcast.recover(sub, saved.last_offset, saved.epoch, prior)
+        if fetched is not None:
+            recovered = self._broadcast.recover_fetched(sub, fetched, saved.last_offset, saved.epoch, prior)
+        else:  # a remote history cannot be read here: recovered only if nothing was missed
+            recovered = self._broadcast.recover(sub, saved.last_offset, saved.epoch, prior)
         sub.start = saved.last_offset if recovered else offset
         return {
             "stream": saved.stream,

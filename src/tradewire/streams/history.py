@@ -21,6 +21,7 @@ class Entry:
     at: float  # monotonic seconds when appended
     frame: Frame
     data: dict[str, Any]  # the published data, for filtering on replay without decoding
+    epoch: str = ""  # the history's epoch when it was appended
 
 
 class StreamHistory:
@@ -42,11 +43,12 @@ class StreamHistory:
         self.offset += 1
         return self.offset
 
-    def append(self, offset: int, frame: Frame, now: float, data: dict[str, Any]) -> None:
+    def append(self, offset: int, frame: Frame, now: float, data: dict[str, Any]) -> Entry:
         """Keep ``frame`` (the deque drops the oldest over ``max_size``), then drop expired ones."""
-        entries = self._entries
-        entries.append(Entry(offset, now, frame, data))
+        entry = Entry(offset, now, frame, data, self.epoch)
+        self._entries.append(entry)
         self.trim(now)
+        return entry
 
     def trim(self, now: float) -> None:
         entries = self._entries

@@ -136,6 +136,15 @@ class SubscriptionManager:
             return Coverage(sub.start, position, selection(sub.filter))
         return client.ended.get(stream)
 
+    def rebase(self, stream: Stream, offset: int) -> None:
+        """The stream's offsets jumped (a new epoch, or a gap this node could not fill): every
+        subscription is gap-free only from ``offset`` on, and ended coverage is void."""
+        for client in self._clients.values():
+            sub = client.subscriptions.get(stream)
+            if sub is not None:
+                sub.start = offset
+            client.ended.pop(stream, None)
+
     def remove_client(self, client_id: str) -> list[Subscription]:
         """Drop every subscription of a client (on disconnect); returns what was dropped."""
         client = self._clients.pop(client_id, None)

@@ -222,7 +222,8 @@ class PicowsEngine:
             return None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        """Listen; ``reuse_port`` lets several processes share the port (SO_REUSEPORT)."""
         self._server = await ws_create_server(
             self._listener_factory(),
             host,
@@ -232,6 +233,7 @@ class PicowsEngine:
             enable_auto_pong=True,
             backlog=4096,
             read_buffer_init_size=READ_BUFFER_INIT,
+            reuse_port=reuse_port or None,
         )
         _log.info("transport.listening", host=host, port=self.port, path=self.path)
 

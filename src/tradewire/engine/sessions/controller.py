@@ -82,6 +82,7 @@ class ExecutionController:
         symbols: SymbolRegistry,
         exchange: ExchangeService | None = None,
         clock: Callable[[], float] = time.time,
+        interrupt_at_start: bool = True,
     ) -> None:
         self._db = db
         self._storage = SessionStorage(db)
@@ -97,11 +98,13 @@ class ExecutionController:
         self._paper: dict[str, list[PaperJob]] = {}  # symbol → paper and live jobs fed by the live feed
         self._lock = asyncio.Lock()  # checks and insert of a start never interleave
         self.interrupted_at_start = 0
+        self._interrupt_at_start = interrupt_at_start  # False in a cluster: other nodes' jobs run
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Sessions a previous process left running become ``interrupted``; samples are listed."""
-        self.interrupted_at_start = await self._storage.interrupt_unfinished(self._clock())
+        if self._interrupt_at_start:
+            self.interrupted_at_start = await self._storage.interrupt_unfinished(self._clock())
         if self.interrupted_at_start:
             _log.warning("sessions.interrupted_by_restart", count=self.interrupted_at_start)
         await ensure_samples(self._db)

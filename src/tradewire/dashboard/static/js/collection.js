@@ -26,7 +26,6 @@ export function setupCollection(connection) {
     try {
       const reply = await connection.request({ type: "collection_status" });
       render(reply.collections || (reply.collection ? [reply.collection] : []));
-      message.textContent = "";
     } catch (error) {
       message.textContent = errorText(error);
     }
@@ -43,9 +42,10 @@ export function setupCollection(connection) {
     event.preventDefault();
     const symbols = form.symbols.value.split(",").map((s) => s.trim()).filter(Boolean);
     try {
+      message.textContent = "";
       const reply = await connection.request({ type: "collection_start", symbols, duration: form.duration.value });
-      message.textContent = `Collection ${reply.collection_id} started.`;
       await refresh();
+      message.textContent = `Collection ${reply.collection_id} started.`;
     } catch (error) {
       message.textContent = errorText(error);
     }
