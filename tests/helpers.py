@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +109,30 @@ async def run_asgi(settings: Settings, *, plain: bool = False) -> AsyncIterator[
             yield Running(server, f"ws://127.0.0.1:{uvicorn_port(http)}{settings.ws_path}", "asgi", http)
         finally:
             await server.stop()
+
+
+@asynccontextmanager
+async def run_both(settings: Settings) -> AsyncIterator[tuple[Running, Running]]:
+    """One server on both endpoints at once: the picows engine and the ASGI route under uvicorn."""
+    server = WebSocketAPIServer(settings=settings)
+    app = FastAPI()
+    app.add_api_websocket_route(settings.ws_path, server.fastapi_endpoint)
+    async with serve_uvicorn(app, **server.uvicorn_options()) as http:
+        await server.start()
+        try:
+            asgi_url = f"ws://127.0.0.1:{uvicorn_port(http)}{settings.ws_path}"
+            yield Running(server, server.ws_url, "picows"), Running(server, asgi_url, "asgi", http)
+        finally:
+            await server.stop()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
+    """Poll ``condition`` (cheap, in-process state) until it holds; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def run_server(transport: str, settings: Settings) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -69,6 +70,22 @@ def _mask(payload: bytes, key: bytes) -> bytes:
     return value.to_bytes(len(payload), "big")
 
 
+async def open_tcp(
+    port: int, *, rcvbuf: int | None = None, limit: int = 2**16
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to 127.0.0.1:``port`` (tests talk to loopback only)."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port)), TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock, limit=limit)
+
+
 def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
@@ -83,14 +100,19 @@ class RawWebSocket:
 
     @classmethod
     async def connect(
-        cls, url: str, headers: dict[str, str] | None = None, *, limit: int = 2**22
+        cls,
+        url: str,
+        headers: dict[str, str] | None = None,
+        *,
+        limit: int = 2**22,
+        rcvbuf: int | None = None,
     ) -> RawWebSocket:
-        """Open a TCP connection to ``url`` (ws://127.0.0.1:PORT/PATH) and complete the upgrade."""
+        """Open a TCP connection to ``url`` (ws://127.0.0.1:PORT/PATH) and complete the upgrade.
+
+        ``rcvbuf`` shrinks the socket's receive buffer, for clients that stop reading.
+        """
         parts = urlsplit(url)
-        assert parts.hostname == "127.0.0.1", "tests talk to loopback only"
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(parts.hostname, parts.port, limit=limit), TIMEOUT
-        )
+        reader, writer = await open_tcp(parts.port or 80, rcvbuf=rcvbuf, limit=limit)
         ws = cls(reader, writer)
         await ws.handshake(parts.path or "/", parts.netloc, headers or {})
         return ws
