@@ -19,7 +19,18 @@ from typing import Any
 import pytest
 
 from tests.helpers import Running, run_server
-from tests.rawws import BINARY, CLOSE, CONT, PING, PONG, TEXT, RawFrame, RawWebSocket, close_payload
+from tests.rawws import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    PONG,
+    TEXT,
+    RawFrame,
+    RawWebSocket,
+    close_payload,
+    encode_frame,
+)
 from tradewire.protocol.codes import valid_close_code
 
 MAX_MESSAGE = 4096
@@ -165,8 +176,11 @@ def check_close_frame(frame: RawFrame) -> None:
 
 
 async def run_case(ws: RawWebSocket, case: Case) -> None:
-    for opcode, payload, options in case.frames:
-        await ws.send(opcode, payload, **options)
+    # One write: the server gets every frame of the case before it can answer (a frame sent after
+    # the server closed the socket would only meet a TCP reset).
+    await ws.send_raw(
+        b"".join(encode_frame(opcode, payload, **options) for opcode, payload, options in case.frames)
+    )
     if case.pong is not None:
         frame = await ws.recv()
         assert (frame.opcode, frame.payload) == (PONG, case.pong)
