@@ -33,4 +33,5 @@ async def index() -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=8000, proxy_headers=False, ws="websockets-sansio")
+    # tradewire's limits apply on the ASGI route before uvicorn buffers anything (README, Embedding)
+    uvicorn.run(app, host="127.0.0.1", port=8000, **server.uvicorn_options())
