@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -50,7 +50,6 @@ class Case:
     pong: bytes | None = None  # a pong with this payload first
     close: int | None = None  # the server fails the connection with this code
     echo: tuple[int | None] | None = None  # the server echoes the client's close (code or None)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def f(opcode: int, payload: bytes = b"", **options: Any) -> tuple[int, bytes, dict[str, Any]]:

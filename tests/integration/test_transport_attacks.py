@@ -27,7 +27,7 @@ from tests.helpers import (
     wait_closed,
     wait_for,
 )
-from tests.rawws import CLOSE, PING, TEXT, RawWebSocket, encode_frame, open_tcp
+from tests.rawws import CLOSE, PING, PONG, TEXT, RawWebSocket, encode_frame, open_tcp
 from tradewire import Stream, WebSocketAPIServer
 from tradewire.transport.uvicorn_protocols import TradewireWebSocketProtocol
 
@@ -174,6 +174,35 @@ async def test_pings_that_are_never_read_close_4008(
             assert rss() - before < RSS_MARGIN
         finally:
             await ws.aclose()
+
+
+async def test_fast_senders_do_not_grow_read_buffers(
+    transport: str, settings_factory: Callable[..., Any]
+) -> None:
+    """10 clients each push 8 MB of (unsolicited, unanswered) pongs as fast as TCP allows: the
+    server's per-connection read buffers stay small. picows' buffer doubles whenever a read fills it
+    and never shrinks, so without the capped SO_RCVBUF it grew with the kernel's autotuned window
+    (+4.8 MiB per connection measured)."""
+    settings = settings_factory(auth_timeout=0, heartbeat_interval=60)
+    async with run_server(transport, settings) as r:
+        clients = [await RawWebSocket.connect(r.url) for _ in range(10)]
+        chunk = b"".join(encode_frame(PONG, b"p" * 125) for _ in range(2000))  # ~262 KB
+        before = rss()
+
+        async def push(ws: RawWebSocket) -> None:
+            await ws.recv_text()
+            for _ in range(32):  # 8 MB
+                ws.writer.write(chunk)
+                await ws.writer.drain()
+            await ws.send(TEXT, b'{"type":"heartbeat","id":"done"}')  # answered once all was read
+            assert json.loads(await ws.recv_text(timeout=TIMEOUT * 4))["id"] == "done"
+
+        try:
+            await asyncio.gather(*(push(ws) for ws in clients))
+            assert rss() - before < 16 * MiB
+        finally:
+            for ws in clients:
+                await ws.aclose()
 
 
 # ---------------------------------------------------------------------- every close has a deadline

@@ -21,6 +21,7 @@ The hot path is one complete text frame: the checks it adds are three bit reads 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Coroutine
 from enum import Enum
 from functools import partial
@@ -48,6 +49,12 @@ _log = structlog.get_logger("tradewire.transport.picows")
 # picows allocates this per connection up front (default 16 KiB) and grows it for bigger frames;
 # client messages are small, so 4 KiB keeps idle connections cheap.
 READ_BUFFER_INIT = 4096
+# picows reads into a per-connection buffer that doubles whenever a read fills it and never shrinks,
+# so a client that sends fast grows it up to the kernel's receive buffer (Linux autotunes that up to
+# tcp_rmem[2], 32 MiB here): measured +4.8 MiB per connection for a 10 MB burst of pings. Capping
+# SO_RCVBUF caps each read, hence the buffer (a few hundred KiB at most); clients send small
+# messages, so the inbound window this leaves is plenty.
+RECEIVE_BUFFER = 64 * 1024
 MAX_CLOSE_REASON = 123  # bytes: a close frame's payload is at most 125 (RFC 6455 §5.5)
 _TEXT, _BINARY, _CONT = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
 _PING, _PONG, _CLOSE = WSMsgType.PING, WSMsgType.PONG, WSMsgType.CLOSE
@@ -170,6 +177,9 @@ class _Listener(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         engine = self._engine
         self._transport = transport
+        sock = transport.underlying_transport.get_extra_info("socket")
+        if sock is not None:  # see RECEIVE_BUFFER: bounds picows' read buffer
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, engine.receive_buffer)
         peer = transport.underlying_transport.get_extra_info("peername")
         path, _, query = self._request.path.decode("latin-1").partition("?")
         headers = self._request.headers
@@ -344,6 +354,7 @@ class PicowsEngine:
         self.handshake_timeout = handshake_timeout  # TCP accept → complete upgrade request
         self.close_timeout = close_timeout  # close → socket aborted, whatever the peer does
         self.outbound_limit = lifecycle.limits.outbound_queue_bytes
+        self.receive_buffer = max(RECEIVE_BUFFER, max_message_size)
         self.allowed_origins = allowed_origins
         self.trusted_proxies = trusted_proxies
         self._server: asyncio.Server | None = None
