@@ -50,6 +50,21 @@ async def publish(server: object, rate: float, symbols: int, stop: asyncio.Event
         await asyncio.sleep(max(0.0, due - loop.time()))
 
 
+async def dump_snapshots(directory: Path, stop: asyncio.Event) -> None:
+    """Diagnosis of RSS growth: a tracemalloc snapshot every minute (compare the first and last
+    with ``python -c "import tracemalloc; ..."``, ``Snapshot.load(...).compare_to(...)``)."""
+    import tracemalloc
+
+    tracemalloc.start(8)
+    minute = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 60)
+        except TimeoutError:
+            minute += 1
+            tracemalloc.take_snapshot().dump(str(directory / f"snapshot-{minute:03d}.tracemalloc"))
+
+
 async def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -101,6 +116,7 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     publisher = asyncio.create_task(publish(server, args.publish_rate, args.symbols, stop))
+    snapshots = asyncio.create_task(dump_snapshots(args.snapshot_dir, stop)) if args.snapshot_dir else None
     print(f"READY {server.engine.port} {os.getpid()} {http_port}", flush=True)
     exit_code = 0
     try:
@@ -110,6 +126,8 @@ async def serve(args: argparse.Namespace) -> int:
         exit_code = 3
     stop.set()
     await publisher
+    if snapshots is not None:
+        await snapshots
     await server.stop(timeout=5.0)
     http.should_exit = True
     await asyncio.wait_for(http_task, 10)
@@ -126,6 +144,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--publish-rate", type=float, default=200.0, help="market_data messages per second")
     parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--snapshot-dir", type=Path, default=None, help="tracemalloc snapshot every minute")
     args = parser.parse_args()
     signal.alarm(int(args.lifetime) + ALARM_MARGIN_S)
     sys.exit(uvloop.run(serve(args)))

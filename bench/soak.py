@@ -297,6 +297,7 @@ def report(args: argparse.Namespace, stats: Stats, samples: list[tuple[float, in
             "target_mb_per_h": RSS_TARGET_MB_PER_H,
             "pass": growth < RSS_TARGET_MB_PER_H,
         },
+        "rss_mb_by_minute": {int(t // 60): round(rss / 1e6, 1) for t, rss in samples},
         "errors": dict(stats.errors),
         "events": dict(stats.events),
         "heartbeat_rtt_by_minute": per_minute,
@@ -316,6 +317,7 @@ def print_report(result: dict[str, Any]) -> None:
     verdict = "PASS" if rss["pass"] else "FAIL"
     target = f"target < {rss['target_mb_per_h']} MB/h"
     print(f"RSS growth after warm-up: {rss['growth_mb_per_h']} MB/h ({target}): {verdict}")
+    print("RSS at the end of each minute (MB): " + ", ".join(map(str, result["rss_mb_by_minute"].values())))
     print(f"errors: {result['errors'] or 'none'}")
     print(f"events: {result['events']}")
     print("heartbeat round trip by minute (n, p50 ms, p99 ms):")
@@ -335,6 +337,9 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--heartbeat-interval", type=float, default=5.0)
     parser.add_argument("--asgi-share", type=float, default=0.5, help="fraction of clients on the ASGI route")
+    parser.add_argument(
+        "--snapshot-dir", type=Path, default=None, help="server: tracemalloc snapshot every minute"
+    )
     args = parser.parse_args()
     raise_nofile_limit()
     lifetime = args.minutes * 60 + 120
@@ -347,6 +352,9 @@ def main() -> int:
             f"--publish-rate={args.publish_rate}",
             f"--symbols={args.symbols}",
         ]
+        if args.snapshot_dir is not None:
+            args.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            cmd.append(f"--snapshot-dir={args.snapshot_dir.resolve()}")
         with server_process(cmd, Path(workdir) / "server.stderr") as (proc, outcome):
             ws_port, pid, http_port = (int(v) for v in wait_ready(proc, 30, min_fields=3)[:3])
             result = uvloop.run(asyncio.wait_for(drive(args, pid, ws_port, http_port), lifetime))
@@ -354,7 +362,7 @@ def main() -> int:
             raise BenchError(f"soak server failed: {outcome.failed}")
     RESULTS_FILE.parent.mkdir(exist_ok=True)
     with RESULTS_FILE.open("a") as out:
-        out.write(json.dumps(result) + "\n")
+        out.write(json.dumps(result, default=str) + "\n")
     print_report(result)
     return 0 if result["rss_mb"]["pass"] and not result["errors"] else 1
 
