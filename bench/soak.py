@@ -120,6 +120,7 @@ class Client:
                 params = {"symbols": [self.symbol]}
                 await ws.send(json.dumps({"type": "subscribe", "stream": "market_data", "params": params}))
             self.ws, self.closing = ws, False
+            self.pending = {}  # a heartbeat sent while the previous session closed gets no reply
             beat = asyncio.create_task(self._heartbeats(ws, stop))
             try:
                 await self._read(ws, stop)
@@ -166,7 +167,7 @@ class Client:
     async def _heartbeats(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         await asyncio.sleep(random.uniform(0, self.heartbeat))
         n = 0
-        while not stop.is_set():
+        while not stop.is_set() and not self.closing:
             now = time.perf_counter()
             late = [key for key, sent in self.pending.items() if now - sent > PONG_TIMEOUT_S]
             for key in late:
