@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest browser asyncapi fuzz bench bench-fanout clean
+.PHONY: run test lint typecheck pytest browser asyncapi fuzz bench bench-fanout soak clean
 
 # `make run` installs the package only; `make test` (and the other dev targets) add the dev tools.
 $(RUN_STAMP): pyproject.toml
@@ -51,9 +51,15 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/rr_heartbeat.py
 	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/backtest_throughput.py
 
 bench-fanout: $(STAMP)
 	$(BIN)/python bench/fanout.py
+
+# Not in CI: 30 min at 1000 connections on loopback (SOAK_MINUTES=5 make soak for a short run).
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

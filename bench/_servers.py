@@ -103,6 +103,8 @@ def make_tradewire(data_dir: Path, **overrides: Any) -> WebSocketAPIServer:
         "rate_limit_per_minute": 1e9,
         "rate_limit_burst": 1_000_000,
         "max_connections": 10_000,
+        "max_connections_per_address": 20_000,  # every load-generator connection is from 127.0.0.1
+        "auth_timeout": 0,  # the heartbeat and idle-memory clients stay anonymous
         "log_level": "warning",
     }
     fields.update(overrides)

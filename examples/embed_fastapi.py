@@ -47,4 +47,5 @@ if __name__ == "__main__":
     parser.add_argument("--host", default=os.environ.get("TRADEWIRE_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("EMBED_PORT", "8000")))
     args = parser.parse_args()
-    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, ws="websockets-sansio")
+    # tradewire's limits apply on the ASGI route before uvicorn buffers anything (README, Embedding)
+    uvicorn.run(app, host=args.host, port=args.port, **server.uvicorn_options())

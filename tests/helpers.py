@@ -45,6 +45,11 @@ class Running:
     url: str
     transport: str
     http_url: str = ""  # the HTTP app, when the helper serves one
+    http: uvicorn.Server | None = None  # the uvicorn server of the ASGI route
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
 
     def token(self, user: str = "alice", level: Level = Level.TRADER, ttl: int = 3600) -> str:
         return self.server.auth_handler.mint(user, level, ttl)[0]
@@ -65,18 +70,12 @@ async def run_picows(settings: Settings) -> AsyncIterator[Running]:
 
 
 @asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[int]:
-    """Serve ``app`` with uvicorn on a free loopback port; yields the port."""
+async def serve_uvicorn(app: Any, **options: Any) -> AsyncIterator[EmbeddedUvicorn]:
+    """Serve ``app`` with uvicorn on a free loopback port (``options``: more ``uvicorn.Config``)."""
+    config: dict[str, Any] = {"ws": "websockets-sansio", "proxy_headers": False}
+    config.update(options)
     http = EmbeddedUvicorn(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_config=None,
-            lifespan="off",
-            ws="websockets-sansio",
-            proxy_headers=False,
-        )
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off", **config)
     )
     task = asyncio.create_task(http.serve())
     while not http.started:
@@ -84,24 +83,60 @@ async def serve_asgi(app: Any) -> AsyncIterator[int]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield int(http.servers[0].sockets[0].getsockname()[1])
+        yield http
     finally:
         http.should_exit = True
         await asyncio.wait_for(task, TIMEOUT)
 
 
+def uvicorn_port(http: uvicorn.Server) -> int:
+    return int(http.servers[0].sockets[0].getsockname()[1])
+
+
 @asynccontextmanager
-async def run_asgi(settings: Settings) -> AsyncIterator[Running]:
-    """The endpoint mounted in a plain FastAPI app served by uvicorn on a real socket."""
+async def serve_asgi(app: Any, **options: Any) -> AsyncIterator[int]:
+    """Serve ``app`` with uvicorn on a free loopback port; yields the port."""
+    async with serve_uvicorn(app, **options) as http:
+        yield uvicorn_port(http)
+
+
+@asynccontextmanager
+async def run_asgi(settings: Settings, *, plain: bool = False) -> AsyncIterator[Running]:
+    """The endpoint mounted in a plain FastAPI app served by uvicorn on a real socket, with the
+    options tradewire recommends (``server.uvicorn_options()``), or uvicorn's defaults if ``plain``."""
     server = WebSocketAPIServer(settings=settings)
     app = FastAPI()
     app.add_api_websocket_route(settings.ws_path, server.fastapi_endpoint)
-    async with serve_asgi(app) as port:
+    async with serve_uvicorn(app, **({} if plain else server.uvicorn_options())) as http:
         await server.startup_embedded()
         try:
-            yield Running(server, f"ws://127.0.0.1:{port}{settings.ws_path}", "asgi")
+            yield Running(server, f"ws://127.0.0.1:{uvicorn_port(http)}{settings.ws_path}", "asgi", http)
         finally:
             await server.stop()
+
+
+@asynccontextmanager
+async def run_both(settings: Settings) -> AsyncIterator[tuple[Running, Running]]:
+    """One server on both endpoints at once: the picows engine and the ASGI route under uvicorn."""
+    server = WebSocketAPIServer(settings=settings)
+    app = FastAPI()
+    app.add_api_websocket_route(settings.ws_path, server.fastapi_endpoint)
+    async with serve_uvicorn(app, **server.uvicorn_options()) as http:
+        await server.start()
+        try:
+            asgi_url = f"ws://127.0.0.1:{uvicorn_port(http)}{settings.ws_path}"
+            yield Running(server, server.ws_url, "picows"), Running(server, asgi_url, "asgi", http)
+        finally:
+            await server.stop()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = TIMEOUT, what: str = "condition") -> None:
+    """Poll ``condition`` (cheap, in-process state) until it holds; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def run_server(transport: str, settings: Settings) -> Any:
@@ -176,7 +211,7 @@ async def engine_server(settings: Settings, *, http: bool = False) -> AsyncItera
         if not http:
             yield Running(server, server.ws_url, "picows")
             return
-        async with serve_asgi(create_http_app(server)) as port:
+        async with serve_asgi(create_http_app(server), **server.uvicorn_options()) as port:
             yield Running(server, server.ws_url, "picows", f"http://127.0.0.1:{port}")
     finally:
         await server.stop()

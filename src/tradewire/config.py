@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     # Limits (DESIGN §3.7)
     max_connections: int = Field(1000, ge=1)
     max_connections_per_user: int = Field(5, ge=1)
+    max_connections_per_address: int = Field(100, ge=1)  # both endpoints together; over it: 1013
+    auth_timeout: float = Field(10.0, ge=0)  # s to authenticate after connecting (4003); 0 = never
+    handshake_timeout: float = Field(10.0, gt=0)  # s for a new TCP connection to send its request head
+    close_timeout: float = Field(5.0, gt=0)  # s after a close before the socket is aborted, whatever the peer
     heartbeat_interval: float = Field(30.0, gt=0)
     ping_interval: float = Field(20.0, gt=0)
     max_message_size: int = Field(64 * 1024, ge=256)

@@ -1,4 +1,8 @@
-"""Run a complete tradewire process: WebSocket engine + HTTP app, until SIGINT/SIGTERM."""
+"""Run a complete tradewire process: WebSocket engine + HTTP app, until SIGINT/SIGTERM.
+
+On a signal: tradewire stops first (stop accepting on the WS port, 1001 to every client of both
+ports, sessions saved, engine stopped), then uvicorn.
+"""
 
 from __future__ import annotations
 
@@ -69,8 +73,7 @@ async def serve(settings: Settings) -> None:
             log_config=None,
             access_log=False,
             lifespan="off",
-            ws="websockets-sansio",
-            proxy_headers=False,  # tradewire applies its own trusted_proxies rule
+            **server.uvicorn_options(),  # the ASGI route under tradewire's limits (ARCHITECTURE.md)
         )
     )
     sockets = [shared_socket(settings.host, settings.http_port)] if settings.workers > 1 else None
@@ -94,6 +97,8 @@ async def serve(settings: Settings) -> None:
     log.info("server.next_steps", **next_steps(settings, server, http_url))
     await asyncio.wait([asyncio.ensure_future(stop.wait()), http_task], return_when=asyncio.FIRST_COMPLETED)
     log.info("server.stopping")
-    http.should_exit = True
+    # tradewire first: every client on both ports gets 1001 and its session is saved; uvicorn's own
+    # shutdown would close the ASGI route's clients with 1012 and no session saved.
     await server.stop()
+    http.should_exit = True
     await asyncio.gather(http_task, return_exceptions=True)

@@ -113,7 +113,7 @@ class WebSocketAPIServer:
         self.error_handler = ErrorHandler(self.clock)
         self.auth_handler = AuthHandler.from_settings(s)
         self.connection_manager = ConnectionManager(
-            self.metrics, s.max_connections, s.max_connections_per_user
+            self.metrics, s.max_connections, s.max_connections_per_user, s.max_connections_per_address
         )
         self.message_router = MessageRouter(
             self.clock, self.error_handler, self.metrics, s.max_inflight_requests, s.max_nesting_depth
@@ -125,6 +125,7 @@ class WebSocketAPIServer:
             rate_per_minute=s.rate_limit_per_minute,
             rate_burst=s.rate_limit_burst,
             rate_strikes=s.rate_limit_strikes,
+            auth_timeout=s.auth_timeout,
         )
         self.connection_lifecycle = ConnectionLifecycle(
             self.connection_manager,
@@ -151,8 +152,14 @@ class WebSocketAPIServer:
             "max_message_size": s.max_message_size,
             "allowed_origins": frozenset(o.rstrip("/") for o in s.allowed_origins),
             "trusted_proxies": parse_networks(s.trusted_proxies),
+            "close_timeout": s.close_timeout,
         }
-        self.engine = PicowsEngine(self.connection_lifecycle, path=s.ws_path, **transport_options)
+        self.engine = PicowsEngine(
+            self.connection_lifecycle,
+            path=s.ws_path,
+            handshake_timeout=s.handshake_timeout,
+            **transport_options,
+        )
         self.fastapi_endpoint = AsgiEndpoint(self.connection_lifecycle, **transport_options)
 
     def _build_streams(self) -> None:
@@ -304,6 +311,7 @@ class WebSocketAPIServer:
         if self._embedded:
             return
         self._log_secret()
+        self.connection_lifecycle.admit()
         self._keepalive = asyncio.get_running_loop().create_task(self.connection_lifecycle.run_keepalive())
         await self.broker.start()
         if self.cluster is not None:
@@ -349,6 +357,20 @@ class WebSocketAPIServer:
         self.is_running = False
         self._embedded = False
         self.logger.info("server.stopped", uptime=round(time.time() - self._started_at, 3))
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` serving :attr:`fastapi_endpoint`.
+
+        They hold the ASGI route to this server's limits before anything is buffered (message
+        size, no compression, bounded pongs, close and request-head deadlines) and let the
+        endpoint see pings as traffic; see :mod:`tradewire.transport.uvicorn_protocols`.
+        """
+        from tradewire.transport.uvicorn_protocols import uvicorn_options
+
+        return uvicorn_options(self.settings, on_reject=self._count_rejected)
+
+    def _count_rejected(self, reason: str) -> None:
+        self.metrics.rejected[reason] += 1
 
     async def broadcast_to_subscribers(
         self, subscription_type: str, data: dict[str, Any], exclude_client: str | None = None
@@ -462,7 +484,9 @@ class WebSocketAPIServer:
                 "rate_limit_per_minute": s.rate_limit_per_minute,
                 "rate_limit_burst": s.rate_limit_burst,
                 "max_connections_per_user": s.max_connections_per_user,
+                "max_connections_per_address": s.max_connections_per_address,
                 "heartbeat_interval": s.heartbeat_interval,
+                "auth_timeout": s.auth_timeout,
             },
         }
 

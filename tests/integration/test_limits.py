@@ -72,10 +72,12 @@ async def test_silent_client_is_closed_4000_and_a_heartbeating_one_is_not(
             assert (await request(alive, {"type": "heartbeat", "id": "still"}))["id"] == "still"
 
 
-async def test_server_pings_keep_a_quiet_client_alive(settings_factory: Callable[..., Any]) -> None:
-    """picows engine: a client that only answers pings (pongs count as traffic) stays connected."""
+async def test_server_pings_keep_a_quiet_client_alive(
+    transport: str, settings_factory: Callable[..., Any]
+) -> None:
+    """A client that only answers the server's pings (pongs count as traffic) stays connected."""
     settings = settings_factory(heartbeat_interval=0.3, ping_interval=0.1)
-    async with run_server("picows", settings) as r:
+    async with run_server(transport, settings) as r:
         ws, _ = await open_client(r, ping_interval=None)
         async with ws:
             reader = asyncio.create_task(ws.recv())  # keep reading so pongs are sent
@@ -85,16 +87,29 @@ async def test_server_pings_keep_a_quiet_client_alive(settings_factory: Callable
             assert (await request(ws, {"type": "heartbeat", "id": 1}))["id"] == 1
 
 
-async def test_stalled_reader_gets_4008_while_others_keep_receiving(
-    settings_factory: Callable[..., Any],
-) -> None:
-    """picows: a client that stops reading overflows its queue and is closed 4008; a reading one is fine.
+async def test_client_pings_count_as_traffic(transport: str, settings_factory: Callable[..., Any]) -> None:
+    """A client that sends only its own pings (no messages) is not closed 4000, and gets its pongs."""
+    settings = settings_factory(heartbeat_interval=0.2, ping_interval=30)
+    async with run_server(transport, settings) as r:
+        ws, _ = await open_client(r, ping_interval=None)
+        async with ws:
+            for _ in range(12):  # 1.2 s: twice the idle timeout
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, TIMEOUT)
+                await asyncio.sleep(0.1)
+            assert ws.close_code is None
+            assert (await request(ws, {"type": "heartbeat", "id": 1}))["id"] == 1
 
-    Under the ASGI adapter the bound applies to tradewire's own queue, which only fills if the ASGI
-    server applies backpressure; uvicorn does not here (docs/ARCHITECTURE.md), so that path is
-    tested without a socket in tests/unit/test_asgi_outbound.py.
+
+async def test_stalled_reader_gets_4008_while_others_keep_receiving(
+    transport: str, settings_factory: Callable[..., Any]
+) -> None:
+    """A client that stops reading overflows its queue and is closed 4008; a reading one is fine.
+
+    The ASGI route bounds it too: uvicorn's websockets-sansio protocol makes ``send`` wait while
+    the socket is backed up, so the adapter's own queue fills.
     """
-    async with run_server("picows", settings_factory(outbound_queue_bytes=64 * 1024)) as r:
+    async with run_server(transport, settings_factory(outbound_queue_bytes=64 * 1024)) as r:
         stalled, welcome = await open_stalling_client(r)
         healthy, healthy_welcome = await open_client(r, max_size=2**20)
         async with stalled, healthy:

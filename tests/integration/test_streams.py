@@ -256,10 +256,10 @@ async def test_bursts_are_coalesced_into_one_write(running: Running) -> None:
 
 
 async def test_stalled_subscriber_gets_4008_while_others_receive_everything(
-    settings_factory: Callable[..., Any],
+    transport: str, settings_factory: Callable[..., Any]
 ) -> None:
-    """picows engine (the ASGI adapter's bound is covered in tests/unit/test_asgi_outbound.py)."""
-    async with run_server("picows", settings_factory(outbound_queue_bytes=256 * 1024)) as r:
+    """A subscriber that stops reading is closed 4008; the others get every frame in order."""
+    async with run_server(transport, settings_factory(outbound_queue_bytes=256 * 1024)) as r:
         stalled = await _authed(r, stalling=True)
         healthy = await _authed(r)
         async with stalled, healthy:

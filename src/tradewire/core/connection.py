@@ -64,7 +64,7 @@ class Outbound(Protocol):
         ...
 
     def is_open(self) -> bool:
-        """Whether the peer is still connected (frames written now may reach it)."""
+        """Whether frames written now may reach the peer: connected, and no close frame sent yet."""
         ...
 
 
@@ -319,6 +319,11 @@ class Connection:
 
     def queued_bytes(self) -> int:
         return self._outbound.buffered()
+
+    def transport_open(self) -> bool:
+        """Whether frames written now may still reach the peer (False once the transport itself
+        has sent a close frame, e.g. for a framing error it detected)."""
+        return self._outbound.is_open()
 
 
 def _offset(frame: Frame) -> int:

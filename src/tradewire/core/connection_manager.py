@@ -1,4 +1,4 @@
-"""The live connections: lookup by id, capacity, per-user limits.
+"""The live connections: lookup by id, capacity, per-user and per-address limits.
 
 All methods are synchronous and run on the event loop thread, so no lock is needed and none can
 be held across an await (the original froze every connection by re-entering a lock inside
@@ -8,6 +8,7 @@ itself during a heartbeat timeout).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from tradewire.auth.tokens import Principal
@@ -20,12 +21,22 @@ from tradewire.protocol.codes import CloseCode, ErrorCode
 class ConnectionManager:
     """Registry of open connections."""
 
-    def __init__(self, metrics: ServerMetrics, max_connections: int, max_per_user: int) -> None:
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        max_connections: int,
+        max_per_user: int,
+        max_per_address: int | None = None,
+    ) -> None:
         self._metrics = metrics
         self.max_connections = max_connections
         self.max_per_user = max_per_user
+        # Counted for every endpoint sharing this manager (picows port and ASGI route alike), so one
+        # address cannot take every slot (anonymous connections included).
+        self.max_per_address = max_connections if max_per_address is None else max_per_address
         self._connections: dict[str, Connection] = {}
         self._by_user: dict[str, set[str]] = {}
+        self._by_address: Counter[str] = Counter()
         self._empty = asyncio.Event()  # set while no connection is registered
         self._empty.set()
         # Cluster mode: told of every bind/unbind, to count a user's connections on all nodes.
@@ -42,8 +53,16 @@ class ConnectionManager:
     def full(self) -> bool:
         return len(self._connections) >= self.max_connections
 
+    def address_full(self, address: str) -> bool:
+        """Whether ``address`` already holds ``max_per_address`` connections."""
+        return self._by_address[address] >= self.max_per_address
+
+    def address_connections(self, address: str) -> int:
+        return self._by_address.get(address, 0)
+
     def add(self, conn: Connection) -> None:
         self._connections[conn.client_id] = conn
+        self._by_address[conn.info.address] += 1
         self._empty.clear()
         self._metrics.connections_current = len(self._connections)
         self._metrics.connections_opened += 1
@@ -54,6 +73,11 @@ class ConnectionManager:
             return False
         del self._connections[conn.client_id]
         self._unbind(conn)
+        address = conn.info.address
+        if self._by_address[address] <= 1:
+            del self._by_address[address]
+        else:
+            self._by_address[address] -= 1
         self._metrics.connections_current = len(self._connections)
         if not self._connections:
             self._empty.set()
@@ -67,6 +91,8 @@ class ConnectionManager:
         """Give ``conn`` the id of the session it resumes (the previous holder must be gone)."""
         if self._connections.get(conn.client_id) is conn:
             del self._connections[conn.client_id]
+        else:
+            self._by_address[conn.info.address] += 1  # registered from now on: counted like add()
         self._unbind(conn)
         conn.client_id = client_id
         self._connections[client_id] = conn

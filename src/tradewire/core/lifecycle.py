@@ -2,8 +2,14 @@
 
 Transports call :meth:`ConnectionLifecycle.open` when a socket is upgraded, :meth:`receive` for
 each complete inbound message, :meth:`touch` for control frames, and :meth:`closed` when the
-socket is gone. The keepalive loop pings quiet clients every ``ping_interval`` and closes with
-4000 any client that sent nothing at all (no message, no pong) for 3 × ``heartbeat_interval``.
+socket is gone. The keepalive loop pings quiet clients every ``ping_interval``, closes with
+4000 any client that sent nothing at all (no message, no ping, no pong) for 3 ×
+``heartbeat_interval``, closes with 4003 a client still anonymous ``auth_timeout`` after it
+connected, and hands back to its transport's close deadline a connection whose transport failed
+it by itself (a framing error the WebSocket library answered with its own close frame).
+
+Admission: over ``max_connections`` or over ``max_connections_per_address`` for the client's
+address, a new connection gets 1013 and no welcome; while shutting down, 1001.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class ConnectionLimits:
     rate_per_minute: float = 100.0
     rate_burst: int = 20
     rate_strikes: int = 50
+    auth_timeout: float = 10.0  # seconds an anonymous connection may stay; 0 = no deadline
 
     @property
     def idle_timeout(self) -> float:
@@ -49,7 +56,11 @@ class ConnectionLimits:
 
     @property
     def sweep_interval(self) -> float:
-        return max(MIN_SWEEP_SECONDS, min(self.heartbeat_interval, self.ping_interval) / 4)
+        """A quarter of the shortest deadline the sweep enforces (so each is kept within 25 %)."""
+        shortest = min(self.heartbeat_interval, self.ping_interval)
+        if self.auth_timeout > 0:
+            shortest = min(shortest, self.auth_timeout)
+        return max(MIN_SWEEP_SECONDS, shortest / 4)
 
 
 class ConnectionLifecycle:
@@ -75,12 +86,20 @@ class ConnectionLifecycle:
         self._clock = clock
         self.limits = limits
         self._features = features
+        # Connections that have never been authenticated, in opening order: the auth deadline
+        # applies to them only (a connection whose token later expires gets 4001's grace instead).
+        self._anonymous: dict[Connection, float] = {}
+        self._shutting_down = False
         self._log = structlog.get_logger("tradewire.lifecycle")
 
     def enable_reconnect(self, issue_token: Callable[[Connection], str], restore: Restorer) -> None:
         """Hooks of the reconnect service: a token for each welcome, and session restore."""
         self._issue_token = issue_token
         self._restore = restore
+
+    def admit(self) -> None:
+        """Accept new connections (again, after a :meth:`shutdown`)."""
+        self._shutting_down = False
 
     def on_close(self, callback: Callable[[Connection], object]) -> None:
         """Run ``callback(conn)`` when a connection is gone (e.g. drop its subscriptions)."""
@@ -89,10 +108,10 @@ class ConnectionLifecycle:
     # ------------------------------------------------------------------ transport callbacks
     def open(self, outbound: Outbound, info: ClientInfo) -> Connection | None:
         """Register a new connection and send its welcome; None (after closing 1013) if full."""
-        if self._refuse_over_capacity(outbound, info):
+        if self._refuse(outbound, info):
             return None
         conn = self._create(outbound, info)
-        self._connections.add(conn)
+        self._register(conn)
         conn.send(orjson.dumps(self._welcome(conn, {})))
         self._log.info("connection.opened", client_id=conn.client_id, address=info.address)
         return conn
@@ -102,10 +121,10 @@ class ConnectionLifecycle:
 
         Inbound messages that arrive meanwhile must be held by the transport until this returns.
         """
-        if self._refuse_over_capacity(outbound, info):
+        if self._refuse(outbound, info):
             return None
         conn = self._create(outbound, info)
-        self._connections.add(conn)
+        self._register(conn)
         extras = await self._resume(conn, token)
         if not outbound.is_open():
             return conn  # gone while restoring: the transport's close saves the session again
@@ -134,14 +153,27 @@ class ConnectionLifecycle:
             self._log.exception("reconnect.failed", client_id=conn.client_id)
             return {"reconnect_rejected": {"reason": "unavailable"}}
 
-    def _refuse_over_capacity(self, outbound: Outbound, info: ClientInfo) -> bool:
-        if not self._connections.full:
+    def _refuse(self, outbound: Outbound, info: ClientInfo) -> bool:
+        """Close a connection the server cannot admit (no welcome); True if it was refused."""
+        if self._shutting_down:
+            reason, code, text = "shutting_down", CloseCode.GOING_AWAY, "server shutting down"
+        elif self._connections.full:
+            reason, code, text = "capacity", CloseCode.TRY_AGAIN_LATER, "server at capacity"
+        elif self._connections.address_full(info.address):
+            reason, code = "address_limit", CloseCode.TRY_AGAIN_LATER
+            text = "too many connections from this address"
+        else:
             return False
-        self._metrics.rejected["capacity"] += 1
-        self._metrics.closes[CloseCode.TRY_AGAIN_LATER] += 1
-        outbound.close(CloseCode.TRY_AGAIN_LATER, "server at capacity")
-        self._log.warning("connection.rejected", reason="capacity", address=info.address)
+        self._metrics.rejected[reason] += 1
+        self._metrics.closes[code] += 1
+        outbound.close(code, text)
+        self._log.warning("connection.rejected", reason=reason, address=info.address)
         return True
+
+    def _register(self, conn: Connection) -> None:
+        self._connections.add(conn)
+        if self.limits.auth_timeout > 0:
+            self._anonymous[conn] = conn.opened_at + self.limits.auth_timeout
 
     def reject(self, reason: str) -> None:
         """Count and log an upgrade refused by the transport (bad origin, ...)."""
@@ -157,9 +189,20 @@ class ConnectionLifecycle:
         """A control frame (ping/pong) arrived: the client is alive."""
         conn.last_seen = self._clock.monotonic()
 
+    def failed(self, conn: Connection, code: int) -> None:
+        """The transport closed ``conn`` by itself with ``code`` (a framing error its WebSocket
+        library answered, a client that never read its pongs): count it like a server close."""
+        if conn.close_code is not None:
+            return  # the server had closed it already (that close was counted)
+        conn.close_code = code
+        self._metrics.closes[code] += 1
+        conn.mark_closed()
+        self._log.info("connection.failed", client_id=conn.client_id, code=code)
+
     def closed(self, conn: Connection) -> None:
         """The transport is gone; release everything the connection held."""
         conn.mark_closed()
+        self._anonymous.pop(conn, None)
         if self._connections.remove(conn):
             for callback in self._on_close:
                 callback(conn)
@@ -173,17 +216,41 @@ class ConnectionLifecycle:
 
     # ------------------------------------------------------------------ keepalive and shutdown
     def sweep(self) -> None:
-        """Ping quiet connections and close dead ones (one pass)."""
+        """Ping quiet connections and close dead, anonymous-too-long and transport-failed ones."""
         now = self._clock.monotonic()
+        self._sweep_anonymous(now)
         idle_timeout = self.limits.idle_timeout
         ping_interval = self.limits.ping_interval
         for conn in self._connections:
+            if conn.closed:
+                continue
             idle = now - conn.last_seen
-            if idle >= idle_timeout:
+            if not conn.transport_open():
+                # The WebSocket library already sent its own close frame (a framing error): closing
+                # here arms the transport's deadline, so the socket goes even if the peer never reads.
+                conn.close(CloseCode.PROTOCOL_ERROR, "protocol error")
+            elif idle >= idle_timeout:
                 self._log.info("connection.idle_timeout", client_id=conn.client_id, idle=round(idle, 3))
                 conn.close(CloseCode.IDLE_TIMEOUT, "idle timeout")
             elif idle >= ping_interval and now - conn.pinged_at >= ping_interval:
                 conn.ping(now)
+
+    def _sweep_anonymous(self, now: float) -> None:
+        """Close connections that did not authenticate within ``auth_timeout`` (4003).
+
+        A connection leaves this watch the first time it is authenticated (``auth``, or a restored
+        session); losing the authentication later (token expiry) is 4001's business.
+        """
+        expired: list[Connection] = []
+        for conn, deadline in list(self._anonymous.items()):
+            if conn.principal is not None or conn.closed:
+                del self._anonymous[conn]
+            elif now >= deadline:
+                expired.append(conn)
+        for conn in expired:
+            del self._anonymous[conn]
+            self._log.info("connection.auth_timeout", client_id=conn.client_id, address=conn.info.address)
+            conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
 
     async def run_keepalive(self) -> None:
         """Sweep forever (cancel to stop)."""
@@ -192,7 +259,12 @@ class ConnectionLifecycle:
             self.sweep()
 
     async def shutdown(self, timeout: float = 5.0) -> None:
-        """Close every connection with 1001 and wait (bounded) until transports report them gone."""
+        """Close every connection with 1001 and wait (bounded) until transports report them gone.
+
+        New connections arriving meanwhile (the ASGI route keeps accepting until its server stops)
+        get 1001 at once.
+        """
+        self._shutting_down = True
         closed = self._connections.close_all(CloseCode.GOING_AWAY, "server shutting down")
         try:
             await asyncio.wait_for(self._connections.wait_empty(), timeout)

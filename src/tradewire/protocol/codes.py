@@ -149,14 +149,28 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
     IDLE_TIMEOUT = 4000
     TOKEN_EXPIRED = 4001
+    AUTH_TIMEOUT = 4003
     SLOW_CONSUMER = 4008
     RATE_LIMIT_ABUSE = 4029
+
+
+# Codes a close frame may carry on the wire (RFC 6455 §7.4; 1004-1006 and 1015 are reserved for
+# local use and never sent). Both directions: the server echoes only these and sends only these.
+WIRE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+
+
+def valid_close_code(code: int) -> bool:
+    """Whether ``code`` may appear in a close frame: a defined code, or 3000-4999."""
+    return code in WIRE_CLOSE_CODES or 3000 <= code < 5000
 
 
 CLOSE_INFO: dict[CloseCode, CodeInfo] = {
@@ -164,8 +178,19 @@ CLOSE_INFO: dict[CloseCode, CodeInfo] = {
     CloseCode.GOING_AWAY: CodeInfo(
         "The server is shutting down or restarting.", "Reconnect with backoff (1–5 s, jittered)."
     ),
+    CloseCode.PROTOCOL_ERROR: CodeInfo(
+        "The client broke RFC 6455 framing: reserved bits without an extension, a new message inside a "
+        "fragmented one, a continuation without a first frame, an invalid close frame, ...",
+        "Final: fix the client (or its WebSocket library) before reconnecting.",
+    ),
+    CloseCode.UNSUPPORTED_DATA: CodeInfo(
+        "A binary frame: the protocol is JSON in text frames only.", "Final: send text frames."
+    ),
+    CloseCode.INVALID_DATA: CodeInfo(
+        "A text message (or a close reason) that is not valid UTF-8.", "Final: fix the encoder."
+    ),
     CloseCode.POLICY_VIOLATION: CodeInfo(
-        "Policy violation (e.g. a protocol error the server will not tolerate).",
+        "Policy violation (e.g. a browser Origin refused before the upgrade).",
         "Final: fix the client before reconnecting.",
     ),
     CloseCode.MESSAGE_TOO_BIG: CodeInfo(
@@ -174,7 +199,10 @@ CLOSE_INFO: dict[CloseCode, CodeInfo] = {
     ),
     CloseCode.INTERNAL_ERROR: CodeInfo("Unexpected server failure.", "Reconnect with backoff."),
     CloseCode.TRY_AGAIN_LATER: CodeInfo(
-        "The server is at `max_connections`.", "Reconnect with exponential backoff (start 1 s, cap 30 s)."
+        "The server is at `max_connections`, or the client's address at `max_connections_per_address` "
+        "(the reason says which); no welcome was sent.",
+        "Reconnect with exponential backoff (start 1 s, cap 30 s); over the address limit, close other "
+        "connections first.",
     ),
     CloseCode.IDLE_TIMEOUT: CodeInfo(
         "Nothing (no message, no pong) arrived for 3 × heartbeat_interval.",
@@ -184,8 +212,13 @@ CLOSE_INFO: dict[CloseCode, CodeInfo] = {
         "The JWT expired and no fresh `auth` arrived within the grace period.",
         "Reconnect and authenticate with a new token.",
     ),
+    CloseCode.AUTH_TIMEOUT: CodeInfo(
+        "No successful `auth` within `auth_timeout` seconds of connecting.",
+        "Reconnect and send `auth` right after the welcome.",
+    ),
     CloseCode.SLOW_CONSUMER: CodeInfo(
-        "The connection's outbound queue exceeded its byte bound: the client reads too slowly.",
+        "The connection's outbound queue exceeded its byte bound: the client reads too slowly (replies, "
+        "stream frames or pongs to its own pings).",
         "Reconnect (and recover missed messages); read faster or subscribe to less.",
     ),
     CloseCode.RATE_LIMIT_ABUSE: CodeInfo(

@@ -1,0 +1,154 @@
+"""The server process of ``bench/soak.py``: tradewire on both endpoints, publishing by itself.
+
+usage: ``_soak_server.py --lifetime SECONDS [--data-dir DIR] [--publish-rate N] [--symbols N]``
+
+What ``tradewire serve`` runs (picows engine on one port, the HTTP app with the ASGI route under
+uvicorn with ``server.uvicorn_options()`` on another), without the reference engine: instead a
+publisher puts ``--publish-rate`` ``market_data`` messages per second on the bus path, spread over
+``--symbols`` symbols. Limits are the defaults except those a single-address load generator must
+lift (per-address connections, reconnect attempts per address, per-user connections, rate limit).
+Listens on 127.0.0.1 only; prints ``READY <ws_port> <pid> <http_port>``; stops on SIGTERM/SIGINT
+or when ``--lifetime`` runs out (``SIGALRM`` is the backstop if the loop is stuck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import uvloop
+from _harness import raise_nofile_limit
+from _servers import ALARM_MARGIN_S, HOST
+
+PUBLISH_TICK_S = 0.01
+
+
+async def publish(server: object, rate: float, symbols: int, stop: asyncio.Event) -> None:
+    """``rate`` messages per second, in ticks of 10 ms, on a fixed schedule (no drift)."""
+    from tradewire import WebSocketAPIServer
+
+    assert isinstance(server, WebSocketAPIServer)
+    loop = asyncio.get_running_loop()
+    per_tick = rate * PUBLISH_TICK_S
+    due, sent, n = loop.time(), 0.0, 0
+    while not stop.is_set():
+        sent += per_tick
+        while sent >= 1:
+            sent -= 1
+            symbol = f"S{n % symbols:03d}"
+            price = 100.0 + (n % 1000) / 100
+            await server.broadcast_to_subscribers(
+                "market_data", {"symbol": symbol, "price": price, "event": "market.price_update", "n": n}
+            )
+            n += 1
+        due += PUBLISH_TICK_S
+        await asyncio.sleep(max(0.0, due - loop.time()))
+
+
+async def dump_snapshots(directory: Path, stop: asyncio.Event) -> None:
+    """Diagnosis of RSS growth: a tracemalloc snapshot every minute (compare the first and last
+    with ``python -c "import tracemalloc; ..."``, ``Snapshot.load(...).compare_to(...)``)."""
+    import tracemalloc
+
+    tracemalloc.start(8)
+    minute = 0
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 60)
+        except TimeoutError:
+            minute += 1
+            tracemalloc.take_snapshot().dump(str(directory / f"snapshot-{minute:03d}.tracemalloc"))
+
+
+async def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tradewire import Settings, WebSocketAPIServer
+    from tradewire.config import LogFormat
+    from tradewire.http.app import create_http_app
+    from tradewire.logs import configure_logging
+    from tradewire.runner import EmbeddedUvicorn
+
+    configure_logging(LogFormat.CONSOLE, "warning")
+    raise_nofile_limit()
+    settings = Settings(
+        host=HOST,
+        ws_port=0,
+        http_port=0,
+        jwt_secret="s" * 40,
+        data_dir=args.data_dir,
+        engine=False,
+        max_connections=5000,
+        max_connections_per_address=5000,  # the load generator is one address
+        max_connections_per_user=5000,
+        reconnect_attempts_per_minute=1e6,
+        reconnect_burst=100_000,
+        rate_limit_per_minute=6000,
+        rate_limit_burst=200,
+        log_level="warning",
+    )
+    server = WebSocketAPIServer(settings=settings)
+    await server.start()
+    http = EmbeddedUvicorn(
+        uvicorn.Config(
+            create_http_app(server),
+            host=HOST,
+            port=0,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            **server.uvicorn_options(),
+        )
+    )
+    http_task = asyncio.create_task(http.serve())
+    while not http.started:
+        if http_task.done():
+            http_task.result()
+        await asyncio.sleep(0.01)
+    http_port = http.servers[0].sockets[0].getsockname()[1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    publisher = asyncio.create_task(publish(server, args.publish_rate, args.symbols, stop))
+    snapshots = asyncio.create_task(dump_snapshots(args.snapshot_dir, stop)) if args.snapshot_dir else None
+    print(f"READY {server.engine.port} {os.getpid()} {http_port}", flush=True)
+    exit_code = 0
+    try:
+        await asyncio.wait_for(stop.wait(), args.lifetime)
+    except TimeoutError:
+        print(f"soak server: lifetime of {args.lifetime:.0f} s exceeded, stopping", file=sys.stderr)
+        exit_code = 3
+    stop.set()
+    await publisher
+    if snapshots is not None:
+        await snapshots
+    await server.stop(timeout=5.0)
+    http.should_exit = True
+    await asyncio.wait_for(http_task, 10)
+    return exit_code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--lifetime", type=float, required=True, help="seconds before the server stops itself"
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--publish-rate", type=float, default=200.0, help="market_data messages per second")
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--snapshot-dir", type=Path, default=None, help="tracemalloc snapshot every minute")
+    args = parser.parse_args()
+    signal.alarm(int(args.lifetime) + ALARM_MARGIN_S)
+    sys.exit(uvloop.run(serve(args)))
+
+
+if __name__ == "__main__":
+    main()
