@@ -1,17 +1,19 @@
 """Cluster benchmark: one node vs ``--workers 2`` on this machine, through one Redis (not in CI).
 
-usage: ``python bench/cluster.py [--n 1000] [--rate 20] [--seconds 5] [--flood-seconds 5]
-[--modes 1node,2workers] [--redis-url redis://127.0.0.1:6379/0]``
+usage: ``python bench/cluster.py [--n 1000] [--rate 20] [--seconds 5] [--flood-seconds 5] [--flood-rate 200]
+[--modes hop,1node,2workers] [--redis-url redis://127.0.0.1:6379/0]``
 
-For each mode a ``tradewire serve`` (no engine) runs against Redis; N subscriber connections (this
-process, uvloop + websockets) subscribe to ``market_data``; a publisher node in this process (a
-``WebSocketAPIServer`` on the same Redis, no listening port) publishes messages carrying
-``time.time_ns()``. Reported: deliveries/s in a flood phase (publishing as fast as the publisher
-node goes for ``--flood-seconds``) and p50/p99 publish → receive latency at ``--rate`` messages/s.
-Every message crosses Redis (publisher node → Redis → serving node(s) → client), so the latency is
-the Redis hop plus delivery; compare with ``bench/fanout.py``'s in-process p99 for the hop alone.
-The load generator shares the machine: on 2 cores the clients, not the servers, usually limit
-deliveries/s — read the server CPU column, and re-run on an idle machine (see docs/BENCHMARKS.md).
+Modes: ``hop`` measures publish → a node's delivery callback through the memory broker and
+through Redis (two broker instances, no sockets): the latency the Redis hop adds. ``1node`` and
+``2workers`` start ``tradewire serve`` (no engine) against Redis; N subscribers of ``market_data``
+run in a child process (uvloop + websockets; every 20th one is a latency probe), and a publisher
+node in this process (a ``WebSocketAPIServer`` on the same Redis, no listening port) publishes,
+so every message crosses Redis (publisher → Lua script → PUBLISH → serving node(s) → clients).
+Reported: deliveries/s in a flood phase (``--flood-rate`` publications/s for ``--flood-seconds``;
+offered = rate × N), server CPU µs per delivery, and p50/p99 publish → receive at ``--rate``/s.
+``publisher_unshared`` must be 0: otherwise the publisher lost Redis and the run is invalid.
+The load generator shares the 2 cores with the servers and Redis: it, not the servers, usually
+bounds deliveries/s; read the server CPU column (see docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def start_server(
         TRADEWIRE_LOG_LEVEL="warning",
         TRADEWIRE_MAX_CONNECTIONS="20000",
         TRADEWIRE_MAX_CONNECTIONS_PER_USER="20000",
+        TRADEWIRE_MAX_CONNECTIONS_PER_ADDRESS="20000",  # every bench client comes from 127.0.0.1
         TRADEWIRE_WORKERS="2" if mode == "2workers" else "1",
     )
     proc = subprocess.Popen(
@@ -89,7 +92,9 @@ def start_server(
     raise RuntimeError("server did not start")
 
 
-async def subscriber(url: str, token: str, ready: asyncio.Event, counts: list[int], lat: list[float]) -> None:
+async def subscriber(
+    url: str, token: str, probe: bool, ready: asyncio.Event, counts: list[int], lat: list[float]
+) -> None:
     async with connect(url, max_queue=None, open_timeout=60) as ws:
         await ws.recv()
         await ws.send(json.dumps({"type": "auth", "token": token}))
@@ -101,13 +106,65 @@ async def subscriber(url: str, token: str, ready: asyncio.Event, counts: list[in
             ready.set()
         async for raw in ws:
             counts[0] += 1
-            if counts[3]:
+            if probe:
                 sent = json.loads(raw)["data"]["t"]
-                lat.append((time.time_ns() - sent) / 1e6)
+                if sent:  # flood messages carry t=0
+                    lat.append((time.time_ns() - sent) / 1e6)
+
+
+async def client_process(args: argparse.Namespace) -> None:
+    """``--role clients``: hold N subscribers (every 20th a latency probe) in this process and
+    answer the parent on stdin/stdout: ``count`` → deliveries so far, ``report`` → latencies."""
+    counts, lat, ready = [0, 0, args.n], [], asyncio.Event()
+    tasks = [
+        asyncio.create_task(subscriber(args.url, args.token, i % 20 == 0, ready, counts, lat))
+        for i in range(args.n)
+    ]
+    await asyncio.wait_for(ready.wait(), 120)
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+        if line == "count":
+            print(counts[0], flush=True)
+        elif line == "clear":
+            lat.clear()
+            print("ok", flush=True)
+        else:
+            lat.sort()
+            print(json.dumps(lat), flush=True)
+            break
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Clients:
+    """The parent's handle on the ``--role clients`` child."""
+
+    def __init__(self, url: str, token: str, n: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--role", "clients", "--url", url, "--token", token, "--n", str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    async def ask(self, command: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+
+    async def ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.get_running_loop().run_in_executor(None, self.proc.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError("clients did not start")
 
 
 async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    from tradewire import Settings, WebSocketAPIServer
+    from tradewire import Level, Settings, Stream, WebSocketAPIServer
 
     prefix = f"bench-cluster:{uuid.uuid4().hex[:8]}:"
     data_dir = tempfile.mkdtemp(prefix="tw-bench-")
@@ -117,58 +174,71 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     publisher = WebSocketAPIServer(settings=settings)
     await publisher.startup_embedded()
-    token = publisher.auth_handler.mint("bench", __import__("tradewire").Level.TRADER, 3600)[0]
-    counts, lat, ready = [0, 0, args.n, 0], [], asyncio.Event()
-    url = f"ws://127.0.0.1:{port}/ws"
-    clients = [asyncio.create_task(subscriber(url, token, ready, counts, lat)) for _ in range(args.n)]
+    token = publisher.auth_handler.mint("bench", Level.TRADER, 3600)[0]
+    clients = Clients(f"ws://127.0.0.1:{port}/ws", token, args.n)
     try:
-        await asyncio.wait_for(ready.wait(), 120)
+        await clients.ready()
         pids = worker_pids(proc.pid)
         pad = "x" * 100
-        # flood
-        cpu0, t0, c0 = cpu_seconds(pids), time.monotonic(), counts[0]
+        # flood: paced at --flood-rate, in 5 ms ticks
+        cpu0, t0, c0 = cpu_seconds(pids), time.monotonic(), int(await clients.ask("count"))
         end = t0 + args.flood_seconds
-        seq = 0
+        seq, tick = 0, 0.005
+        per_tick = max(1, round(args.flood_rate * tick))
+        next_at = t0
         while time.monotonic() < end:
-            for _ in range(10):
+            for _ in range(per_tick):
                 seq += 1
                 publisher.broadcast_provider.publish(
-                    __import__("tradewire").Stream.MARKET_DATA,
-                    {"symbol": "BTC", "n": seq, "t": 0, "pad": pad},
+                    Stream.MARKET_DATA, {"symbol": "BTC", "n": seq, "t": 0, "pad": pad}
                 )
-            await asyncio.sleep(0)
+            next_at += tick
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        published = seq
         await asyncio.sleep(1.0)
         elapsed = time.monotonic() - t0
-        flood = (counts[0] - c0) / elapsed
+        delivered = int(await clients.ask("count")) - c0
         server_cpu = cpu_seconds(pids) - cpu0
+        # let what the flood queued drain (or be dropped as slow-consumer backlog) before timing
+        previous, drained_by = -1, time.monotonic() + 15
+        while time.monotonic() < drained_by:
+            now = int(await clients.ask("count"))
+            if now == previous:
+                break
+            previous = now
+            await asyncio.sleep(0.5)
         # latency at a fixed rate
-        counts[3] = 1
+        await clients.ask("clear")
         interval = 1 / args.rate
         next_at = time.monotonic()
         stop_at = next_at + args.seconds
         while time.monotonic() < stop_at:
             seq += 1
             publisher.broadcast_provider.publish(
-                __import__("tradewire").Stream.MARKET_DATA, {"symbol": "BTC", "n": seq, "t": time.time_ns()}
+                Stream.MARKET_DATA, {"symbol": "BTC", "n": seq, "t": time.time_ns()}
             )
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await asyncio.sleep(1.0)
-        lat.sort()
+        lat = json.loads(await clients.ask("report"))
         return {
             "mode": mode,
             "n": args.n,
-            "flood_deliveries_per_s": round(flood),
-            "server_cpu_us_per_delivery": round(server_cpu / max(1, counts[0] - c0) * 1e6, 2),
+            "flood_offered_per_s": round(published * args.n / args.flood_seconds),
+            "flood_delivered_share": round(delivered / max(1, published * args.n), 3),
+            "flood_deliveries_per_s": round(delivered / elapsed),
+            "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 2),
             "latency_rate": args.rate,
             "p50_ms": round(statistics.median(lat), 2) if lat else None,
             "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2) if lat else None,
             "samples": len(lat),
+            "publisher_unshared": publisher.metrics.cluster["unshared"],  # must be 0 for a valid run
+            "publisher_degraded": publisher.broker.health().get("degraded", False),
         }
     finally:
-        for task in clients:
-            task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
+        if clients.proc.poll() is None:
+            clients.proc.kill()
+        clients.proc.wait()
         await publisher.stop()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -177,20 +247,91 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             proc.kill()
 
 
+class _Recorder:
+    """A broker handler that records publish → deliver time (``t`` is ``perf_counter_ns``)."""
+
+    def __init__(self) -> None:
+        self.lat_us: list[float] = []
+
+    def deliver(self, stream: Any, entry: Any, exclude_client: str | None) -> int:
+        self.lat_us.append((time.perf_counter_ns() - entry.data["t"]) / 1e3)
+        return 1
+
+    def reset(self, stream: Any, offset: int, epoch: str) -> None:
+        return None
+
+
+async def measure_hop(args: argparse.Namespace) -> dict[str, Any]:
+    """Publish → this node's ``deliver`` through the memory broker and through Redis (two broker
+    instances: node A publishes, node B delivers), at ``--rate`` per second for ``--seconds``: the
+    latency the Redis hop adds before any socket write."""
+    from tradewire.clock import SystemClock
+    from tradewire.metrics import ServerMetrics
+    from tradewire.protocol.messages import Stream
+    from tradewire.streams.broker_memory import MemoryBroker
+    from tradewire.streams.broker_redis import RedisBroker
+
+    stream = Stream.MARKET_DATA
+    prefix = f"bench-hop:{uuid.uuid4().hex[:8]}:"
+    memory, mem_rec = MemoryBroker(SystemClock()), _Recorder()
+    memory.attach(mem_rec, lambda s: s is stream)
+    node_a = RedisBroker(args.redis_url, prefix, SystemClock(), ServerMetrics())
+    node_b, redis_rec = RedisBroker(args.redis_url, prefix, SystemClock(), ServerMetrics()), _Recorder()
+    node_a.attach(_Recorder(), lambda s: False)
+    node_b.attach(redis_rec, lambda s: s is stream)
+    await node_a.start()
+    await node_b.start()
+    await node_b.ready(stream)
+    try:
+        count = int(args.rate * args.seconds)
+        for broker in (memory, node_a):
+            next_at = time.monotonic()
+            for n in range(count):
+                broker.publish(stream, {"symbol": "BTC", "n": n, "t": time.perf_counter_ns()})
+                next_at += 1 / args.rate
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        await asyncio.sleep(0.5)
+    finally:
+        await node_a.stop()
+        await node_b.stop()
+
+    def pct(values: list[float], q: float) -> float | None:
+        ordered = sorted(values)
+        return round(ordered[max(0, int(len(ordered) * q) - 1)], 1) if ordered else None
+
+    return {
+        "mode": "hop",
+        "rate": args.rate,
+        "memory_p50_us": pct(mem_rec.lat_us, 0.5),
+        "memory_p99_us": pct(mem_rec.lat_us, 0.99),
+        "redis_p50_us": pct(redis_rec.lat_us, 0.5),
+        "redis_p99_us": pct(redis_rec.lat_us, 0.99),
+        "redis_delivered": len(redis_rec.lat_us),
+        "published": int(args.rate * args.seconds),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--flood-seconds", type=float, default=5.0)
-    parser.add_argument("--modes", default="1node,2workers")
+    parser.add_argument("--flood-rate", type=float, default=200.0, help="publications/s in the flood phase")
+    parser.add_argument("--modes", default="hop,1node,2workers")
     parser.add_argument(
         "--redis-url", default=os.environ.get("TRADEWIRE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument("--role", default="bench", choices=["bench", "clients"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role == "clients":
+        await client_process(args)
+        return
     print(f"load average before: {os.getloadavg()}")
     for mode in args.modes.split(","):
-        result = await run_mode(mode, args)
+        result = await (measure_hop(args) if mode == "hop" else run_mode(mode, args))
         print(json.dumps(result))
     print(f"load average after: {os.getloadavg()}")
 
