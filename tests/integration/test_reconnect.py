@@ -272,6 +272,37 @@ async def test_frames_queued_when_the_server_closes_are_replayed(running: Runnin
     assert before + after == [0, 1, 2]  # each exactly once, in order, across the two connections
 
 
+@pytest.mark.parametrize("transport_name", ["picows", "asgi"])
+def test_no_replay_of_what_was_delivered_under_uvloop(
+    transport_name: str, settings_factory: Callable[..., Any]
+) -> None:
+    """Under uvloop (what ``tradewire serve`` runs) a write reaches the socket only at the end of
+    the loop iteration, so the ASGI route's buffer is never seen empty right after a write: the
+    connection must still not count long-delivered frames as unsent. Found by the soak: every
+    reconnect on the ASGI route replayed everything since the subscription."""
+    import uvloop
+
+    async def scenario() -> tuple[list[int], list[int], dict[str, Any]]:
+        async with run_server(transport_name, settings_factory()) as r:
+            ws, welcome = await _session(r)
+            for n in range(30):  # each in its own loop iteration, read as it comes
+                await publish(r, "market_data", [{"symbol": "BTC", "n": n}])
+                await asyncio.sleep(0.002)
+            seen = [f["offset"] for f in await drain_until_pong(ws) if f.get("stream") == "market_data"]
+            await ws.close()
+            await _saved(r)
+            await publish(r, "market_data", [{"symbol": "BTC", "n": 30}])
+            ws2, again = await _reconnect(r, welcome["reconnect_token"])
+            async with ws2:
+                frames = await drain_until_pong(ws2)
+            return seen, [f["offset"] for f in frames if f.get("stream") == "market_data"], again
+
+    seen, replayed, again = uvloop.run(scenario())
+    assert len(seen) == 30
+    assert again["reconnected"] is True and again["subscriptions"][0]["recovered"] is True
+    assert replayed == [seen[-1] + 1]  # only the message published while away
+
+
 async def test_quiet_filtered_subscription_still_recovers(
     transport: str, settings_factory: Callable[..., Any]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -247,3 +248,32 @@ def test_refused_reauth_as_another_user_keeps_the_count(
         manager.bind_user(a, bob)
     assert a.user_id == "alice"
     assert manager.user_connections("alice") == 1
+
+
+class QueueingOutbound(MemoryOutbound):
+    """Like the ASGI route's outbound under uvloop: a written frame waits in a queue until a
+    later loop iteration, so ``buffered()`` right after a write is never 0."""
+
+    def write_frames(self, frames: list[Frame]) -> None:
+        super().write_frames(frames)
+        self.backlog = sum(len(frame.payload) for frame in frames)  # the older ones went out
+
+    def drain(self) -> None:
+        self.backlog = 0
+
+
+async def test_unconfirmed_holds_only_what_the_buffer_can_hold(
+    clock: ManualClock, metrics: ServerMetrics
+) -> None:
+    """A transport that never reports empty between writes must not make the connection keep
+    (and replay on reconnect) everything ever written: only frames still in the buffer count."""
+    conn, out = make_conn(clock, metrics, QueueingOutbound(), queue_limit=1 << 20)
+    for offset in range(1, 501):
+        conn.queue_frame(Frame(b'{"type":"data","offset":%d}' % offset, offset, None, "market_data"))
+        await asyncio.sleep(0)  # the next loop iteration (and flush pass)
+    assert len(out.frames) == 500
+    assert len(conn.unconfirmed) == 1
+    assert conn.unsent_offsets() == {"market_data": 500}  # a close now may have lost only 500
+    out.drain()
+    conn.resume()  # the transport reports it drained
+    assert conn.unsent_offsets() == {}

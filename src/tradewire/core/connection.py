@@ -78,6 +78,7 @@ class Connection:
         "_outbound",
         "_pass",
         "_queue_limit",
+        "_unconfirmed_bytes",
         "_write",
         "allowance",
         "batch",
@@ -142,9 +143,11 @@ class Connection:
         self.held: dict[object, Frame] = {}  # conflated frames held while paused, by key
         self.paused = False  # the transport's buffer is above its high-water mark
         self.conflated = 0  # frames replaced by a newer one for the same key
-        # Stream batches written since the transport's buffer was last seen empty: on close they
-        # count as possibly undelivered (replayed on reconnect: at least once, never a gap).
-        self.unconfirmed: deque[list[Frame]] = deque()  # bounded by the queue bound (4008)
+        # Stream batches that may still sit in the transport's user-space buffer, with their
+        # payload bytes: on close they count as possibly undelivered (replayed on reconnect: at
+        # least once, never a gap). Trimmed to what the buffer can hold (see _backlogged).
+        self.unconfirmed: deque[tuple[list[Frame], int]] = deque()
+        self._unconfirmed_bytes = 0
         self.allowance = 0  # extra bytes the bound tolerates (a reconnect replay), until drained
         self._pass = -1  # flusher pass of the last direct stream write
         # The bound is checked only while paused (cheaper per send); pausing starts early enough.
@@ -203,7 +206,7 @@ class Connection:
         if self._buffered():
             self._backlogged([frame])
         elif self.unconfirmed:
-            self.unconfirmed.clear()  # everything so far went to the kernel
+            self._confirm_all()  # everything so far went to the kernel
 
     def defer_frame(self, frame: Frame) -> None:
         """Queue a stream frame for the next flush pass, never now: frames that must follow a
@@ -228,14 +231,33 @@ class Connection:
         if self._buffered():
             self._backlogged(batch)
         elif self.unconfirmed:
-            self.unconfirmed.clear()
+            self._confirm_all()
 
     def _backlogged(self, frames: list[Frame]) -> None:
         """``frames`` wait in the transport's buffer: track them (a close may lose them) and
-        enforce the outbound bound."""
-        self.unconfirmed.append(frames)
-        if self._buffered() > self._queue_limit + self.allowance:
+        enforce the outbound bound.
+
+        The buffer is FIFO and holds the newest ``buffered()`` bytes written, so a batch followed
+        by at least that many payload bytes has left it (frame headers and replies only make the
+        buffer hold more): it is dropped here. That keeps ``unconfirmed`` to what the buffer can
+        hold even on a transport that never reports empty between writes (the ASGI route's own
+        queue, uvloop's end-of-iteration write batching)."""
+        size = 0
+        for frame in frames:
+            size += len(frame.payload)
+        unconfirmed = self.unconfirmed
+        unconfirmed.append((frames, size))
+        total = self._unconfirmed_bytes + size
+        buffered = self._buffered()
+        while len(unconfirmed) > 1 and total - unconfirmed[0][1] >= buffered:
+            total -= unconfirmed.popleft()[1]
+        self._unconfirmed_bytes = total
+        if buffered > self._queue_limit + self.allowance:
             self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _confirm_all(self) -> None:
+        self.unconfirmed.clear()
+        self._unconfirmed_bytes = 0
 
     def pause(self) -> None:
         self.paused = True
@@ -245,7 +267,7 @@ class Connection:
         self.paused = False
         self.allowance = 0
         if not self._buffered():
-            self.unconfirmed.clear()
+            self._confirm_all()
         if self.held and not self.closed:
             held = sorted(self.held.values(), key=_offset)
             self.held.clear()
@@ -301,7 +323,7 @@ class Connection:
         """Per stream, the lowest offset that may not have reached the client: frames still in the
         batch or held, and frames written while the transport's own buffer was not empty."""
         lowest: dict[str, int] = {}
-        pending = [frame for batch in self.unconfirmed for frame in batch]
+        pending = [frame for batch, _ in self.unconfirmed for frame in batch]
         for frame in (*pending, *self.batch, *self.held.values()):
             if frame.stream is not None and frame.offset < lowest.get(frame.stream, frame.offset + 1):
                 lowest[frame.stream] = frame.offset
@@ -310,7 +332,7 @@ class Connection:
     def release(self) -> None:
         self.batch.clear()
         self.held.clear()
-        self.unconfirmed.clear()
+        self._confirm_all()
 
     def cancel_timers(self) -> None:
         for timer in self.expiry_timers:

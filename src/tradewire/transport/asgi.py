@@ -183,6 +183,12 @@ class AsgiOutbound:
                     if self._paused and self._bytes <= self._high_water // 4:
                         self._resume()
                 self._resume()  # drained: everything queued was handed to the ASGI server
+                if self._hooks is not None and self._hooks.buffered():
+                    # uvloop sends what was written at the end of the loop iteration: look again
+                    # after it, so that the connection learns its frames reached the kernel.
+                    await asyncio.sleep(0)
+                    if not self._queue:
+                        self._resume()
                 if self._close is not None:
                     await self._send_close()
                     return
