@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import uvloop
+from _harness import BENCH_SECRET
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest, ws_create_server
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def make_tradewire(data_dir: Path, **overrides: Any) -> WebSocketAPIServer:
     fields: dict[str, Any] = {
         "host": HOST,
         "ws_port": 0,
-        "jwt_secret": "x" * 40,
+        "jwt_secret": BENCH_SECRET,
         "data_dir": data_dir,
         "rate_limit_per_minute": 1e9,
         "rate_limit_burst": 1_000_000,

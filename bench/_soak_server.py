@@ -3,10 +3,12 @@
 usage: ``_soak_server.py --lifetime SECONDS [--data-dir DIR] [--publish-rate N] [--symbols N]``
 
 What ``tradewire serve`` runs (picows engine on one port, the HTTP app with the ASGI route under
-uvicorn with ``server.uvicorn_options()`` on another), without the reference engine: instead a
-publisher puts ``--publish-rate`` ``market_data`` messages per second on the bus path, spread over
-``--symbols`` symbols. Limits are the defaults except those a single-address load generator must
-lift (per-address connections, reconnect attempts per address, per-user connections, rate limit).
+uvicorn with ``server.uvicorn_options()`` on another), with the reference engine (sessions, for
+the driver's backtests) and a synthetic feed that only declares the symbols: a publisher puts
+``--publish-rate`` ``market_data`` messages per second on the bus path, spread over
+``--symbols`` symbols. Limits are the defaults except those a single-address load generator
+must lift (per-address connections, reconnect attempts per address, per-user connections, rate
+limit).
 Listens on 127.0.0.1 only; prints ``READY <ws_port> <pid> <http_port>``; stops on SIGTERM/SIGINT
 or when ``--lifetime`` runs out (``SIGALRM`` is the backstop if the loop is stuck).
 """
@@ -22,10 +24,18 @@ import tempfile
 from pathlib import Path
 
 import uvloop
-from _harness import raise_nofile_limit
+from _harness import BENCH_SECRET, raise_nofile_limit
 from _servers import ALARM_MARGIN_S, HOST
 
 PUBLISH_TICK_S = 0.01
+
+
+def soak_symbol(index: int) -> str:
+    return f"S{index:03d}"
+
+
+def soak_symbols(count: int) -> list[str]:
+    return [soak_symbol(i) for i in range(count)]
 
 
 async def publish(server: object, rate: float, symbols: int, stop: asyncio.Event) -> None:
@@ -40,7 +50,7 @@ async def publish(server: object, rate: float, symbols: int, stop: asyncio.Event
         sent += per_tick
         while sent >= 1:
             sent -= 1
-            symbol = f"S{n % symbols:03d}"
+            symbol = soak_symbol(n % symbols)
             price = 100.0 + (n % 1000) / 100
             await server.broadcast_to_subscribers(
                 "market_data", {"symbol": symbol, "price": price, "event": "market.price_update", "n": n}
@@ -70,6 +80,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     from tradewire import Settings, WebSocketAPIServer
     from tradewire.config import LogFormat
+    from tradewire.engine.controller import EmbeddedEngine
     from tradewire.http.app import create_http_app
     from tradewire.logs import configure_logging
     from tradewire.runner import EmbeddedUvicorn
@@ -80,9 +91,13 @@ async def serve(args: argparse.Namespace) -> int:
         host=HOST,
         ws_port=0,
         http_port=0,
-        jwt_secret="s" * 40,
+        jwt_secret=BENCH_SECRET,
         data_dir=args.data_dir,
-        engine=False,
+        # The reference engine runs for the driver's backtests. Its synthetic feed only declares
+        # the soak's symbols (subscriptions are checked against the engine's live symbols) and
+        # ticks once an hour: the market data of the run is ``publish``'s.
+        synthetic_symbols=soak_symbols(args.symbols),
+        synthetic_interval=3600.0,
         max_connections=5000,
         max_connections_per_address=5000,  # the load generator is one address
         max_connections_per_user=5000,
@@ -92,7 +107,7 @@ async def serve(args: argparse.Namespace) -> int:
         rate_limit_burst=200,
         log_level="warning",
     )
-    server = WebSocketAPIServer(settings=settings)
+    server = WebSocketAPIServer(settings=settings, controller=EmbeddedEngine(settings))
     await server.start()
     http = EmbeddedUvicorn(
         uvicorn.Config(

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _harness import BENCH_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +42,6 @@ sys.path.insert(0, str(ROOT))
 from tests.rawws import PING, TEXT, RawWebSocket, encode_frame, open_tcp  # noqa: E402
 
 MiB = 1024 * 1024
-SECRET = "attack-bench-secret-that-is-long-enough-0123456789"
 HOST = "127.0.0.1"
 
 
@@ -65,7 +65,7 @@ def token(user: str) -> str:
 
     now = int(time.time())
     return jwt.encode(
-        {"sub": user, "level": "trader", "iat": now, "exp": now + 3600}, SECRET, algorithm="HS256"
+        {"sub": user, "level": "trader", "iat": now, "exp": now + 3600}, BENCH_SECRET, algorithm="HS256"
     )
 
 
@@ -217,7 +217,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as workdir:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEWIRE_")}
         env.update(
-            TRADEWIRE_JWT_SECRET=SECRET,
+            TRADEWIRE_JWT_SECRET=BENCH_SECRET,
             TRADEWIRE_DATA_DIR=workdir,
             TRADEWIRE_WS_PORT=str(ws_port),
             TRADEWIRE_HTTP_PORT=str(http_port),

@@ -10,7 +10,8 @@ run in a child process (uvloop + websockets; every 20th one is a latency probe),
 node in this process (a ``WebSocketAPIServer`` on the same Redis, no listening port) publishes,
 so every message crosses Redis (publisher → Lua script → PUBLISH → serving node(s) → clients).
 Reported: deliveries/s in a flood phase (``--flood-rate`` publications/s for ``--flood-seconds``;
-offered = rate × N), server CPU µs per delivery, and p50/p99 publish → receive at ``--rate``/s.
+offered = rate × N), server CPU µs per delivery, Redis CPU µs per publication (``INFO cpu``),
+and p50/p99 publish → receive at ``--rate``/s.
 ``publisher_unshared`` must be 0: otherwise the publisher lost Redis and the run is invalid.
 The load generator shares the 2 cores with the servers and Redis: it, not the servers, usually
 bounds deliveries/s; read the server CPU column (see docs/BENCHMARKS.md).
@@ -33,9 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _harness import BENCH_SECRET
 from websockets.asyncio.client import connect
-
-SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 
 
 def free_port() -> int:
@@ -66,7 +66,7 @@ def start_server(
     env.update(
         TRADEWIRE_REDIS_URL=redis_url,
         TRADEWIRE_REDIS_PREFIX=prefix,
-        TRADEWIRE_JWT_SECRET=SECRET,
+        TRADEWIRE_JWT_SECRET=BENCH_SECRET,
         TRADEWIRE_DATA_DIR=data_dir,
         TRADEWIRE_WS_PORT=str(ws_port),
         TRADEWIRE_HTTP_PORT=str(http_port),
@@ -90,6 +90,18 @@ def start_server(
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("server did not start")
+
+
+async def redis_cpu(url: str) -> float:
+    """Redis's own CPU seconds (user + sys, all its threads) from ``INFO cpu``."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def subscriber(
@@ -170,7 +182,11 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     data_dir = tempfile.mkdtemp(prefix="tw-bench-")
     proc, port = start_server(mode, args.redis_url, prefix, data_dir)
     settings = Settings(
-        jwt_secret=SECRET, redis_url=args.redis_url, redis_prefix=prefix, data_dir=Path(data_dir), ws_port=0
+        jwt_secret=BENCH_SECRET,
+        redis_url=args.redis_url,
+        redis_prefix=prefix,
+        data_dir=Path(data_dir),
+        ws_port=0,
     )
     publisher = WebSocketAPIServer(settings=settings)
     await publisher.startup_embedded()
@@ -181,6 +197,7 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         pids = worker_pids(proc.pid)
         pad = "x" * 100
         # flood: paced at --flood-rate, in 5 ms ticks
+        redis0 = await redis_cpu(args.redis_url)
         cpu0, t0, c0 = cpu_seconds(pids), time.monotonic(), int(await clients.ask("count"))
         end = t0 + args.flood_seconds
         seq, tick = 0, 0.005
@@ -199,6 +216,7 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         elapsed = time.monotonic() - t0
         delivered = int(await clients.ask("count")) - c0
         server_cpu = cpu_seconds(pids) - cpu0
+        redis_used = await redis_cpu(args.redis_url) - redis0
         # let what the flood queued drain (or be dropped as slow-consumer backlog) before timing
         previous, drained_by = -1, time.monotonic() + 15
         while time.monotonic() < drained_by:
@@ -228,6 +246,7 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             "flood_delivered_share": round(delivered / max(1, published * args.n), 3),
             "flood_deliveries_per_s": round(delivered / elapsed),
             "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 2),
+            "redis_cpu_us_per_publication": round(redis_used / max(1, published) * 1e6, 1),
             "latency_rate": args.rate,
             "p50_ms": round(statistics.median(lat), 2) if lat else None,
             "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2) if lat else None,

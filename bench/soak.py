@@ -1,7 +1,8 @@
 """Soak benchmark: does a long run at a steady load leak memory, errors or latency?
 
 usage: ``python bench/soak.py [--minutes 30] [--connections 1000] [--publish-rate 200]
-[--reconnect-rate 10] [--symbols 100] [--heartbeat-interval 5] [--asgi-share 0.5]``
+[--reconnect-rate 10] [--symbols 100] [--heartbeat-interval 5] [--backtest-interval 60]
+[--asgi-share 0.5]``
 
 Not part of CI (``make soak``; ``SOAK_MINUTES=5 make soak`` for a short run). One server process
 (``_soak_server.py``: tradewire on the picows port and on the ASGI route of its HTTP port, as
@@ -11,7 +12,9 @@ endpoints (``--asgi-share``). Every client authenticates as its own user, subscr
 market_data for one symbol, reads everything, sends a heartbeat every ``--heartbeat-interval``
 seconds (its round trip is the latency sample) and checks that offsets only grow. ``--reconnect-rate``
 times per second a random client closes and reconnects with its reconnect token, and must get its
-session back (``reconnected``, authenticated, subscription restored).
+session back (``reconnected``, authenticated, subscription restored). Every
+``--backtest-interval`` seconds one more client (the Python client, picows port) backtests the
+bundled GOOG sample with ``examples/backtest_sample.py``'s SMA cross and awaits its result.
 
 Printed at the end, and appended as one JSON line to ``bench/results/soak.jsonl``:
 
@@ -20,12 +23,11 @@ Printed at the end, and appended as one JSON line to ``bench/results/soak.jsonl`
 * error counts (failed connects, closes the client did not ask for, by code, rejected reconnects,
   heartbeats unanswered within 5 s, error envelopes, offsets that went backwards);
 * heartbeat round trip p50/p99 per minute, and the p99 drift (last full minute − first minute after
-  the warm-up).
+  the warm-up);
+* backtests completed, and their median and longest time from ``session_start`` to result.
 
 Loopback only (127.0.0.1); the run stops itself: clients after ``--minutes``, the server after its
-``--lifetime`` (``--minutes`` + 2 min) even if this process dies. The backtest a minute of the
-issue is not run: ``session_start`` answers ``service_unavailable`` until the sessions component
-lands.
+``--lifetime`` (``--minutes`` + 2 min) even if this process dies.
 """
 
 from __future__ import annotations
@@ -46,14 +48,22 @@ from typing import Any
 
 import psutil
 import uvloop
-from _harness import BenchError, environment, raise_nofile_limit, server_process, source_digest, wait_ready
+from _harness import (
+    BENCH_SECRET,
+    BenchError,
+    environment,
+    raise_nofile_limit,
+    server_process,
+    source_digest,
+    wait_ready,
+)
+from _soak_server import soak_symbol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 HERE = Path(__file__).resolve().parent
 RESULTS_FILE = HERE / "results" / "soak.jsonl"
 HOST = "127.0.0.1"
-SECRET = "s" * 40  # the soak server's HS256 secret
 RSS_TARGET_MB_PER_H = 2.0
 SAMPLE_S = 5.0
 PONG_TIMEOUT_S = 5.0
@@ -67,6 +77,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     rtts: dict[int, list[float]] = field(default_factory=dict)  # minute -> heartbeat round trips (s)
+    backtest_seconds: list[float] = field(default_factory=list)  # session_start -> execution_result
     started: float = field(default_factory=time.monotonic)
 
     def rtt(self, seconds: float) -> None:
@@ -79,7 +90,7 @@ def token_for(user: str) -> str:
 
     now = int(time.time())
     claims = {"sub": user, "level": "trader", "iat": now, "exp": now + 24 * 3600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+    return jwt.encode(claims, BENCH_SECRET, algorithm="HS256")
 
 
 class Client:
@@ -207,6 +218,53 @@ async def reconnector(clients: list[Client], rate: float, stats: Stats, stop: as
                 break
 
 
+def sma_cross_strategy() -> dict[str, Any]:
+    """The SMA(10)/SMA(30) strategy of ``examples/backtest_sample.py`` (one definition of it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "backtest_sample", HERE.parent / "examples" / "backtest_sample.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.SMA_CROSS)
+
+
+async def backtester(url: str, interval: float, stats: Stats, stop: asyncio.Event) -> None:
+    """A backtest of the bundled GOOG sample every ``interval`` seconds, through the Python
+    client, each awaited to its ``execution_result``; counts completions, failures, durations."""
+    from tradewire.client import Client, ClientError
+
+    if interval <= 0:
+        return
+    async with Client(url, token_for("soak-backtester"), request_timeout=60) as client:
+        await client.upsert_strategy(sma_cross_strategy())
+        goog = (await client.query("datasets", symbol="GOOG"))[0]["id"]
+        results = await client.subscribe("execution_result")
+        while not stop.is_set():
+            started_at = time.monotonic()
+            try:
+                reply = await client.session_start("backtest", {"sma_cross": ["GOOG"]}, {"dataset_id": goog})
+                while True:
+                    message = await results.get(timeout=interval)
+                    if message.data["session_id"] == reply["session_id"]:
+                        break
+            except (ClientError, TimeoutError) as exc:
+                stats.errors[f"backtest:{type(exc).__name__}"] += 1
+            else:
+                status = message.data["status"]
+                if status == "completed":
+                    stats.events["backtests_completed"] += 1
+                    stats.backtest_seconds.append(time.monotonic() - started_at)
+                else:
+                    stats.errors[f"backtest:{status}"] += 1
+            try:
+                await asyncio.wait_for(stop.wait(), max(0.0, interval - (time.monotonic() - started_at)))
+            except TimeoutError:
+                continue
+
+
 async def sample_rss(pid: int, samples: list[tuple[float, int]], stop: asyncio.Event, started: float) -> None:
     process = psutil.Process(pid)
     while not stop.is_set():
@@ -240,7 +298,7 @@ async def open_clients(args: argparse.Namespace, ws_port: int, http_port: int, s
     for i in range(args.connections):
         port = http_port if i < asgi_count else ws_port
         url = f"ws://{HOST}:{port}/ws"
-        clients.append(Client(i, url, f"S{i % args.symbols:03d}", stats, args.heartbeat_interval))
+        clients.append(Client(i, url, soak_symbol(i % args.symbols), stats, args.heartbeat_interval))
     return clients
 
 
@@ -256,9 +314,12 @@ async def drive(args: argparse.Namespace, pid: int, ws_port: int, http_port: int
     samples: list[tuple[float, int]] = []
     sampler = asyncio.create_task(sample_rss(pid, samples, stop, stats.started))
     churn = asyncio.create_task(reconnector(clients, args.reconnect_rate, stats, stop))
+    backtests = asyncio.create_task(
+        backtester(f"ws://{HOST}:{ws_port}/ws", args.backtest_interval, stats, stop)
+    )
     await asyncio.sleep(args.minutes * 60)
     stop.set()
-    await asyncio.gather(sampler, churn)
+    await asyncio.gather(sampler, churn, backtests)
     for client in clients:
         if client.ws is not None:
             client.closing = True
@@ -303,6 +364,11 @@ def report(args: argparse.Namespace, stats: Stats, samples: list[tuple[float, in
         "events": dict(stats.events),
         "heartbeat_rtt_by_minute": per_minute,
         "p99_drift_ms": None if drift is None else round(drift, 3),
+        "backtest_seconds": {
+            "n": len(stats.backtest_seconds),
+            "median": round(statistics.median(stats.backtest_seconds), 3) if stats.backtest_seconds else None,
+            "max": round(max(stats.backtest_seconds), 3) if stats.backtest_seconds else None,
+        },
     }
 
 
@@ -325,6 +391,8 @@ def print_report(result: dict[str, Any]) -> None:
     for minute, row in result["heartbeat_rtt_by_minute"].items():
         print(f"  {minute:>3}: {row['n']:>6} {row['p50_ms']:>8} {row['p99_ms']:>8}")
     print(f"p99 drift (last full minute - first after warm-up): {result['p99_drift_ms']} ms")
+    backtests = result["backtest_seconds"]
+    print(f"backtests completed: {backtests['n']} (median {backtests['median']} s, max {backtests['max']} s)")
 
 
 def main() -> int:
@@ -337,6 +405,9 @@ def main() -> int:
     parser.add_argument("--reconnect-rate", type=float, default=10.0)
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--heartbeat-interval", type=float, default=5.0)
+    parser.add_argument(
+        "--backtest-interval", type=float, default=60.0, help="seconds between GOOG backtests (0: none)"
+    )
     parser.add_argument("--asgi-share", type=float, default=0.5, help="fraction of clients on the ASGI route")
     parser.add_argument(
         "--snapshot-dir", type=Path, default=None, help="server: tracemalloc snapshot every minute"
