@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
+import json
 import os
 import signal
 import sys
@@ -73,6 +76,72 @@ async def dump_snapshots(directory: Path, stop: asyncio.Event) -> None:
         except TimeoutError:
             minute += 1
             tracemalloc.take_snapshot().dump(str(directory / f"snapshot-{minute:03d}.tracemalloc"))
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _libc() -> ctypes.CDLL | None:
+    """glibc ≥ 2.33 (``mallinfo2``, ``malloc_trim``); None elsewhere (the log then has RSS only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def memory_record(libc: ctypes.CDLL | None) -> dict[str, float]:
+    """Where the process's memory is: RSS; glibc's heap in use, free but kept (fragmentation,
+    returned to the OS only by ``malloc_trim``) and mmapped; pymalloc's allocated blocks (Python
+    objects; its arenas are mmapped by CPython itself, outside glibc's figures)."""
+    mb = 1e6
+    rss_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    record: dict[str, float] = {"rss_mb": round(rss_pages * os.sysconf("SC_PAGE_SIZE") / mb, 1)}
+    if libc is not None:
+        info = libc.mallinfo2()
+        record["malloc_in_use_mb"] = round(info.uordblks / mb, 1)
+        record["malloc_free_kept_mb"] = round(info.fordblks / mb, 1)
+        record["malloc_mmapped_mb"] = round(info.hblkhd / mb, 1)
+    record["pymalloc_blocks"] = sys.getallocatedblocks()
+    record["gc_objects"] = len(gc.get_objects())
+    return record
+
+
+async def log_memory(path: Path, stop: asyncio.Event) -> None:
+    """One :func:`memory_record` a minute as a JSON line; at the stop, one more, then one after
+    ``gc.collect()`` and ``malloc_trim(0)``: what the process would hold if cyclic garbage and the
+    allocator's free lists were given back (growth that survives that is live data)."""
+    libc = _libc()
+    minute = 0
+    with path.open("a") as out:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 60)
+            except TimeoutError:
+                minute += 1
+                out.write(json.dumps({"minute": minute, **memory_record(libc)}) + "\n")
+                out.flush()
+        out.write(json.dumps({"at": "stop", **memory_record(libc)}) + "\n")
+        gc.collect()
+        if libc is not None:
+            libc.malloc_trim(0)
+        out.write(json.dumps({"at": "stop_after_collect_and_trim", **memory_record(libc)}) + "\n")
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -132,6 +201,7 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     publisher = asyncio.create_task(publish(server, args.publish_rate, args.symbols, stop))
     snapshots = asyncio.create_task(dump_snapshots(args.snapshot_dir, stop)) if args.snapshot_dir else None
+    memory = asyncio.create_task(log_memory(args.memory_log, stop)) if args.memory_log else None
     print(f"READY {server.engine.port} {os.getpid()} {http_port}", flush=True)
     exit_code = 0
     try:
@@ -143,6 +213,8 @@ async def serve(args: argparse.Namespace) -> int:
     await publisher
     if snapshots is not None:
         await snapshots
+    if memory is not None:
+        await memory
     await server.stop(timeout=5.0)
     http.should_exit = True
     await asyncio.wait_for(http_task, 10)
@@ -160,6 +232,9 @@ def main() -> None:
     parser.add_argument("--publish-rate", type=float, default=200.0, help="market_data messages per second")
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--snapshot-dir", type=Path, default=None, help="tracemalloc snapshot every minute")
+    parser.add_argument(
+        "--memory-log", type=Path, default=None, help="JSON lines: memory breakdown every minute"
+    )
     args = parser.parse_args()
     signal.alarm(int(args.lifetime) + ALARM_MARGIN_S)
     sys.exit(uvloop.run(serve(args)))

@@ -24,7 +24,10 @@ Printed at the end, and appended as one JSON line to ``bench/results/soak.jsonl`
   heartbeats unanswered within 5 s, error envelopes, offsets that went backwards);
 * heartbeat round trip p50/p99 per minute, and the p99 drift (last full minute − first minute after
   the warm-up);
-* backtests completed, and their median and longest time from ``session_start`` to result.
+* backtests completed, and their median and longest time from ``session_start`` to result;
+* the server's memory by minute (RSS, glibc's heap in use / free but kept / mmapped, Python's
+  allocated blocks), and at the stop before and after ``gc.collect()`` + ``malloc_trim(0)``: RSS
+  growth that the trim gives back is the allocator keeping freed memory, not live data.
 
 Loopback only (127.0.0.1); the run stops itself: clients after ``--minutes``, the server after its
 ``--lifetime`` (``--minutes`` + 2 min) even if this process dies.
@@ -391,6 +394,15 @@ def print_report(result: dict[str, Any]) -> None:
     for minute, row in result["heartbeat_rtt_by_minute"].items():
         print(f"  {minute:>3}: {row['n']:>6} {row['p50_ms']:>8} {row['p99_ms']:>8}")
     print(f"p99 drift (last full minute - first after warm-up): {result['p99_drift_ms']} ms")
+    memory = result.get("server_memory", [])
+    if memory:
+        print("server memory by minute (RSS / glibc in use / glibc free kept / mmapped MB, Python blocks):")
+        for row in memory:
+            label = row.get("minute", row.get("at"))
+            glibc = "/".join(
+                str(row.get(k, "-")) for k in ("malloc_in_use_mb", "malloc_free_kept_mb", "malloc_mmapped_mb")
+            )
+            print(f"  {label}: {row['rss_mb']} / {glibc}, {row['pymalloc_blocks']}")
     backtests = result["backtest_seconds"]
     print(f"backtests completed: {backtests['n']} (median {backtests['median']} s, max {backtests['max']} s)")
 
@@ -416,6 +428,7 @@ def main() -> int:
     raise_nofile_limit()
     lifetime = args.minutes * 60 + 120
     with tempfile.TemporaryDirectory() as workdir:
+        memory_log = Path(workdir) / "memory.jsonl"
         cmd = [
             sys.executable,
             str(HERE / "_soak_server.py"),
@@ -423,6 +436,7 @@ def main() -> int:
             f"--data-dir={workdir}",
             f"--publish-rate={args.publish_rate}",
             f"--symbols={args.symbols}",
+            f"--memory-log={memory_log}",
         ]
         if args.snapshot_dir is not None:
             args.snapshot_dir.mkdir(parents=True, exist_ok=True)
@@ -432,6 +446,8 @@ def main() -> int:
             result = uvloop.run(asyncio.wait_for(drive(args, pid, ws_port, http_port), lifetime))
         if outcome.failed:
             raise BenchError(f"soak server failed: {outcome.failed}")
+        if memory_log.exists():
+            result["server_memory"] = [json.loads(line) for line in memory_log.read_text().splitlines()]
     RESULTS_FILE.parent.mkdir(exist_ok=True)
     with RESULTS_FILE.open("a") as out:
         out.write(json.dumps(result, default=str) + "\n")

@@ -66,3 +66,43 @@ async def test_frames_are_sent_in_order() -> None:
         await asyncio.sleep(0)
     assert peer.closed_with == 1000
     await outbound.aclose()
+
+
+class WaitingWebSocket:
+    """A peer whose send waits until released, as uvicorn's ``send`` waits for its socket to be
+    writable again after a pause."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.writable = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        await self.writable.wait()
+        self.sent.append(text)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        return None
+
+
+async def test_a_frame_waiting_in_send_still_counts_as_buffered() -> None:
+    """While the ASGI server holds a frame in ``send`` (socket paused), the frame is neither in
+    our queue nor in the socket's buffer: it must still count as buffered, or the connection
+    drops its batch from ``unconfirmed`` and a close then would not replay it (a gap)."""
+    peer = WaitingWebSocket()
+    outbound = AsgiOutbound(cast(WebSocket, peer))
+    conn, _ = make_conn(ManualClock(), ServerMetrics(), outbound, queue_limit=1 << 20)
+    first = b'{"type":"data","stream":"market_data","offset":1}'
+    conn.queue_frame(Frame(first, 1, None, "market_data"))
+    for _ in range(3):
+        await asyncio.sleep(0)  # flushed; the writer took it and waits in send
+    assert peer.sent == []
+    assert outbound.buffered() == len(first)
+    conn.queue_frame(Frame(b'{"type":"data","stream":"market_data","offset":2}', 2, None, "market_data"))
+    await asyncio.sleep(0)  # flushed behind it
+    assert conn.unsent_offsets() == {"market_data": 1}  # a close now must replay from 1
+    peer.writable.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(peer.sent) == 2
+    assert outbound.buffered() == 0
+    await outbound.aclose()

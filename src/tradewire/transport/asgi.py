@@ -82,7 +82,7 @@ class AsgiOutbound:
         self._ws = websocket
         self._hooks = hooks
         self._queue: deque[bytes] = deque()
-        self._bytes = 0  # bytes queued and not yet handed to the ASGI server
+        self._bytes = 0  # bytes queued or in ``send``: not yet handed to the ASGI server
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._writer = asyncio.get_running_loop().create_task(self._drain())
@@ -177,9 +177,12 @@ class AsgiOutbound:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._queue:
-                    payload = self._queue.popleft()
-                    self._bytes -= len(payload)
+                    payload = self._queue[0]
+                    # Counted until ``send`` returns: while the ASGI server waits for its socket
+                    # to be writable, the frame is in neither buffer, yet not delivered.
                     await self._ws.send_text(payload.decode())
+                    self._queue.popleft()
+                    self._bytes -= len(payload)
                     if self._paused and self._bytes <= self._high_water // 4:
                         self._resume()
                 self._resume()  # drained: everything queued was handed to the ASGI server
