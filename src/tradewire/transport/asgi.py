@@ -68,6 +68,10 @@ def transport_hooks(scope: Mapping[str, Any]) -> TransportHooks | None:
     return hooks
 
 
+def _closed_write(payload: bytes) -> None:
+    """``AsgiOutbound.write`` once the outbound is closed: nothing is sent any more."""
+
+
 class AsgiOutbound:
     """:class:`~tradewire.core.connection.Outbound` over a Starlette ``WebSocket``."""
 
@@ -170,6 +174,10 @@ class AsgiOutbound:
             await self._writer
         except asyncio.CancelledError:
             _log.debug("asgi.writer_cancelled")
+        # Cycles through bound methods (self.write → self; self → the connection's pause and
+        # resume → the connection → self): broken here, so the pair is freed on its last reference.
+        self.write = _closed_write
+        self._on_pause = self._on_resume = None
 
     async def _drain(self) -> None:
         try:

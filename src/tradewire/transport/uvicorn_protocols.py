@@ -103,11 +103,18 @@ class TradewireWebSocketProtocol(WebSocketsSansIOProtocol):
 
     # ------------------------------------------------------------------ uvicorn overrides
     async def run_asgi(self) -> None:
-        """Offer the extension to the endpoint; once it returns, the socket goes within the deadline."""
-        self.scope.setdefault("extensions", {})[EXTENSION] = {"hooks": self}
+        """Offer the extension to the endpoint; once it returns, the socket goes within the deadline.
+
+        The extension entry (scope → protocol) and the endpoint's callback (protocol → its
+        connection) are dropped then: without those cycles a closed connection is freed by
+        reference counting at once, not by the garbage collector's next full pass."""
+        extensions = self.scope.setdefault("extensions", {})
+        extensions[EXTENSION] = {"hooks": self}
         try:
             await super().run_asgi()
         finally:
+            extensions.pop(EXTENSION, None)
+            self._on_control = None
             self._arm_abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -187,6 +194,14 @@ class TradewireHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        """Hand the socket to the WebSocket protocol, then drop the parser: uvicorn does that in
+        ``connection_lost``, which an upgraded connection never reaches here (the parser holds
+        this protocol's callbacks: a cycle left to the garbage collector per WebSocket)."""
+        super().handle_websocket_upgrade()
+        self._stop_head()
+        self.parser = None  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
