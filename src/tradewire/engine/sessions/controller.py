@@ -339,6 +339,7 @@ class ExecutionController:
             await self._fail(record, exc)
         finally:
             self._detach(record.id, job)
+            job.sim.release()
 
     async def _finish(self, record: SessionRecord, job: Job, results: dict[str, Any]) -> None:
         reason = job.end_reason

@@ -188,6 +188,20 @@ class Simulation:
                 machine.deactivate(self._ts, reason)
         return self.results(reason)
 
+    def release(self) -> None:
+        """Drop what the session accumulated, once its results are stored.
+
+        Machines, broker and this simulation reference each other (the broker's listeners, the
+        machines' executor and event callback), so together they outlive the session until the
+        garbage collector's next full pass — minutes away, and long after a big backtest's equity
+        curve (two lists of one float per bar: ~64 MB for a million bars), orders and trades
+        should have gone. Only the small skeleton of objects is left to the collector."""
+        self.times = []
+        self.equity = []
+        self.signals = []
+        self.broker.orders.clear()
+        self.broker.trades.clear()
+
     # ------------------------------------------------------------------ results
     def results(self, end_reason: str) -> dict[str, Any]:
         """The results document (deterministic: data, settings and rules only)."""
