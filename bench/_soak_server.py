@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import uvloop
@@ -126,7 +127,8 @@ def memory_record(libc: ctypes.CDLL | None) -> dict[str, float]:
 async def log_memory(path: Path, stop: asyncio.Event) -> None:
     """One :func:`memory_record` a minute as a JSON line; at the stop, one more, then one after
     ``gc.collect()`` and ``malloc_trim(0)``: what the process would hold if cyclic garbage and the
-    allocator's free lists were given back (growth that survives that is live data)."""
+    allocator's free lists were given back (growth that survives that is live data); between the
+    two, the types of the cyclic garbage the collection freed."""
     libc = _libc()
     minute = 0
     with path.open("a") as out:
@@ -138,7 +140,15 @@ async def log_memory(path: Path, stop: asyncio.Event) -> None:
                 out.write(json.dumps({"minute": minute, **memory_record(libc)}) + "\n")
                 out.flush()
         out.write(json.dumps({"at": "stop", **memory_record(libc)}) + "\n")
-        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collection frees: the run's cyclic garbage
+        try:
+            gc.collect()
+            garbage = Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        top = dict(garbage.most_common(15))
+        out.write(json.dumps({"at": "cyclic_garbage", "objects": garbage.total(), "top": top}) + "\n")
         if libc is not None:
             libc.malloc_trim(0)
         out.write(json.dumps({"at": "stop_after_collect_and_trim", **memory_record(libc)}) + "\n")

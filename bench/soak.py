@@ -398,6 +398,9 @@ def print_report(result: dict[str, Any]) -> None:
     if memory:
         print("server memory by minute (RSS / glibc in use / glibc free kept / mmapped MB, Python blocks):")
         for row in memory:
+            if "top" in row:
+                print(f"  cyclic garbage at the stop: {row['objects']} objects, most: {row['top']}")
+                continue
             label = row.get("minute", row.get("at"))
             glibc = "/".join(
                 str(row.get(k, "-")) for k in ("malloc_in_use_mb", "malloc_free_kept_mb", "malloc_mmapped_mb")

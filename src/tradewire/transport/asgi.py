@@ -69,7 +69,7 @@ def transport_hooks(scope: Mapping[str, Any]) -> TransportHooks | None:
 
 
 def _closed_write(payload: bytes) -> None:
-    """``AsgiOutbound.write`` once the outbound is closed: nothing is sent any more."""
+    """``AsgiOutbound.write`` after ``aclose``: its writer is gone, so a payload is dropped."""
 
 
 class AsgiOutbound:
@@ -167,17 +167,20 @@ class AsgiOutbound:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        if flush_timeout > 0:
-            await asyncio.wait([self._writer], timeout=flush_timeout)
-        self._writer.cancel()
         try:
-            await self._writer
-        except asyncio.CancelledError:
-            _log.debug("asgi.writer_cancelled")
-        # Cycles through bound methods (self.write → self; self → the connection's pause and
-        # resume → the connection → self): broken here, so the pair is freed on its last reference.
-        self.write = _closed_write
-        self._on_pause = self._on_resume = None
+            if flush_timeout > 0:
+                await asyncio.wait([self._writer], timeout=flush_timeout)
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                _log.debug("asgi.writer_cancelled")
+        finally:
+            # Cycles through bound methods (self.write → self; self → the connection's pause and
+            # resume → the connection → self): broken here, so the pair is freed on its last
+            # reference. The connection is closed by now and writes nothing more.
+            self.write = _closed_write
+            self._on_pause = self._on_resume = None
 
     async def _drain(self) -> None:
         try:

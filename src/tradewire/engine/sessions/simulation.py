@@ -199,8 +199,8 @@ class Simulation:
         self.times = []
         self.equity = []
         self.signals = []
-        self.broker.orders.clear()
-        self.broker.trades.clear()
+        self.broker.orders = []
+        self.broker.trades = []
 
     # ------------------------------------------------------------------ results
     def results(self, end_reason: str) -> dict[str, Any]:
