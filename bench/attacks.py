@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _harness import BENCH_SECRET
+from _harness import BENCH_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,12 +42,6 @@ from tests.rawws import PING, TEXT, RawWebSocket, encode_frame, open_tcp  # noqa
 
 MiB = 1024 * 1024
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def bomb_payload() -> bytes:

@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _harness import BENCH_SECRET
+from _harness import BENCH_SECRET, free_port, percentile
 from websockets.asyncio.client import connect
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -248,8 +241,8 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             "server_cpu_us_per_delivery": round(server_cpu / max(1, delivered) * 1e6, 2),
             "redis_cpu_us_per_publication": round(redis_used / max(1, published) * 1e6, 1),
             "latency_rate": args.rate,
-            "p50_ms": round(statistics.median(lat), 2) if lat else None,
-            "p99_ms": round(lat[int(len(lat) * 0.99) - 1], 2) if lat else None,
+            "p50_ms": round(percentile(lat, 0.5), 2) if lat else None,
+            "p99_ms": round(percentile(lat, 0.99), 2) if lat else None,
             "samples": len(lat),
             "publisher_unshared": publisher.metrics.cluster["unshared"],  # must be 0 for a valid run
             "publisher_degraded": publisher.broker.health().get("degraded", False),
@@ -315,8 +308,7 @@ async def measure_hop(args: argparse.Namespace) -> dict[str, Any]:
         await node_b.stop()
 
     def pct(values: list[float], q: float) -> float | None:
-        ordered = sorted(values)
-        return round(ordered[max(0, int(len(ordered) * q) - 1)], 1) if ordered else None
+        return round(percentile(values, q), 1) if values else None
 
     return {
         "mode": "hop",

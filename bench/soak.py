@@ -55,6 +55,7 @@ from _harness import (
     BENCH_SECRET,
     BenchError,
     environment,
+    percentile,
     raise_nofile_limit,
     server_process,
     source_digest,
@@ -288,11 +289,6 @@ def slope_mb_per_hour(samples: list[tuple[float, int]]) -> float:
     var = sum((x - mean_x) ** 2 for x in xs)
     cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
     return cov / var * 3600 / 1e6
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def open_clients(args: argparse.Namespace, ws_port: int, http_port: int, stats: Stats) -> list[Client]:
